@@ -1,0 +1,117 @@
+"""Exported model files, cached on disk by what they were made from.
+
+The cache key covers everything an export depends on (the suite's source,
+the checkpoint's sha256, the input shape, the format, the versions of the
+exporting code), so an unchanged model is exported once; the artifact's own
+identity is the sha256 of its bytes. Files are written to a temporary name
+and renamed into place, so an interrupted export never leaves a half file
+that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import harness
+from harness.errors import UserError
+from harness.suite import Suite
+
+CACHE_ENV = "HARNESS_CACHE"
+SUFFIX = {"onnx": ".onnx", "mindir": ".mindir", "om": ".om"}
+
+
+@dataclass
+class Artifact:
+    format: str
+    path: Path
+    sha256: str
+    batch_size: int
+    export_s: float | None  # None when taken from the cache or supplied by the user
+    cached: bool
+    command: str | None = None  # the conversion command, for formats made by a tool (atc)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _code_fingerprint() -> str:
+    """Hash of the modules that shape an export: changing them invalidates the cache."""
+    h = hashlib.sha256(harness.__version__.encode())
+    here = Path(__file__).parent
+    for name in ("networks.py", "artifacts.py"):
+        p = here / name
+        if p.exists():
+            h.update(p.read_bytes())
+    for dist in ("mindspore", "mindcv"):
+        try:
+            h.update(importlib.metadata.version(dist).encode())
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return h.hexdigest()[:16]
+
+
+class ArtifactCache:
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root or os.environ.get(CACHE_ENV) or ".harness/cache")
+        self._fingerprint = None
+        self._ckpt_sha: dict[Path, str] = {}
+
+    def key(self, suite: Suite, fmt: str, batch_size: int) -> str:
+        src = suite.source
+        ckpt = suite.resolve(src.checkpoint)
+        if ckpt is not None:
+            if not ckpt.is_file():
+                raise UserError("checkpoint not found", path=ckpt, fix="fix source.checkpoint in the suite")
+            if ckpt not in self._ckpt_sha:
+                self._ckpt_sha[ckpt] = sha256_file(ckpt)
+        if self._fingerprint is None:
+            self._fingerprint = _code_fingerprint()
+        blob = json.dumps({
+            "arch": src.arch, "num_classes": src.num_classes, "seed": src.seed,
+            "checkpoint": self._ckpt_sha.get(ckpt) if ckpt else None,
+            "shape": [batch_size, suite.input.channels, suite.input.size, suite.input.size],
+            "format": fmt, "code": self._fingerprint,
+        }, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def lookup(self, key: str, fmt: str) -> Path | None:
+        path = self.root / key / f"model{SUFFIX[fmt]}"
+        meta = self.root / key / "meta.json"
+        if path.is_file() and meta.is_file():
+            return path
+        return None
+
+    def store(self, key: str, fmt: str, produce, meta: dict) -> tuple[Path, str]:
+        """Run `produce(tmp_path) -> written_path` and move the result into the cache."""
+        dest_dir = self.root / key
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest_dir, prefix=".tmp-") as tmp:
+            written = Path(produce(Path(tmp) / "model"))
+            os.chmod(written, 0o644)
+            dest = dest_dir / f"model{SUFFIX[fmt]}"
+            os.replace(written, dest)
+        sha = sha256_file(dest)
+        meta = {**meta, "sha256": sha, "format": fmt, "created": time.time()}
+        tmp_meta = dest_dir / "meta.json.tmp"
+        tmp_meta.write_text(json.dumps(meta, indent=1, default=str))
+        os.replace(tmp_meta, dest_dir / "meta.json")
+        return dest, sha
+
+    def meta(self, path: Path) -> dict:
+        return json.loads((path.parent / "meta.json").read_text())
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)

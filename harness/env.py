@@ -1,0 +1,63 @@
+"""The environment a result was measured in, recorded beside every result."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import harness
+
+FRAMEWORKS = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxruntime-cann", "mindspore", "mindcv",
+              "torch", "timm", "ais_bench")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git(root: Path) -> dict:
+    def q(*args):
+        p = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        return p.stdout.strip() if p.returncode == 0 else None
+
+    try:
+        commit = q("rev-parse", "HEAD")
+        dirty = bool(q("status", "--porcelain", "--untracked-files=no")) if commit else None
+    except (OSError, subprocess.TimeoutExpired):
+        commit, dirty = None, None
+    return {"commit": commit, "dirty": dirty}
+
+
+@functools.lru_cache(maxsize=1)
+def capture(root: str | None = None) -> dict:
+    from harness.devices import detect
+
+    versions = {}
+    for dist in FRAMEWORKS:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    devices = detect()
+    return {
+        "harness": harness.__version__,
+        "hostname": platform.node(),
+        "cpu_model": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "frameworks": versions,
+        "devices": {k: v for k, v in devices.present.items() if v},
+        "device_details": devices.details,
+        "git": _git(Path(root) if root else Path.cwd()),
+    }

@@ -1,0 +1,172 @@
+"""The pytest plugin: every `suite.yaml` is collected as one item per case.
+
+    pytest suites/se_resnext50 -m ascend310p     # one model, one device family
+    pytest suites -m "cpu and throughput"        # every CPU throughput case
+
+Loaded by the repository's root conftest.py (or `-p harness.plugin`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.errors import UserError
+from harness.plan import Case, build_plan
+from harness.suite import DEVICE_FAMILIES, STAGES, load_suite
+
+MARKERS = {
+    "cpu": "runs on the host CPU",
+    "gpu": "needs an NVIDIA GPU (nvidia-smi)",
+    "ascend910": "needs an Ascend 910 (npu-smi)",
+    "ascend310": "needs an Ascend 310 (npu-smi)",
+    "ascend310p": "needs an Ascend 310P (npu-smi)",
+    "export": "exports the model (ONNX, MINDIR, OM)",
+    "parity": "checks an export against the framework on the same input",
+    "accuracy": "measures Top-1/Top-5 on a labelled dataset",
+    "throughput": "measures throughput and latency at one batch size",
+    "train": "trains briefly",
+    "relative": "checks a cross-device claim",
+}
+assert set(DEVICE_FAMILIES) | set(STAGES) <= set(MARKERS)
+
+_SESSION_KEY = pytest.StashKey["object"]()
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("harness", "model benchmark harness")
+    g.addoption("--harness-store", default=None,
+                help="results store (SQLite file); default $HARNESS_STORE or .harness/results.sqlite")
+    g.addoption("--harness-cache", default=None,
+                help="artifact cache folder; default $HARNESS_CACHE or .harness/cache")
+    g.addoption("--harness-baselines", default=None,
+                help="baselines file; default baselines.yaml in the rootdir (none if absent)")
+    g.addoption("--harness-report", default=None, help="write the HTML report here when the run ends")
+    g.addoption("--harness-warmup", type=int, default=None, help="override every suite's timing.warmup")
+    g.addoption("--harness-min-iterations", type=int, default=None, help="override timing.min_iterations")
+    g.addoption("--harness-min-duration", type=float, default=None, help="override timing.min_duration_s")
+
+
+def pytest_configure(config):
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+
+
+def pytest_collect_file(file_path: Path, parent):
+    if file_path.name == "suite.yaml":
+        return SuiteFile.from_parent(parent, path=file_path)
+    return None
+
+
+def _validate(suite) -> None:
+    """Checks that need the registries: done at collection so a bad suite
+    fails before anything runs, naming the file."""
+    from harness.data import get_recipe
+    from harness.runners import get_runner_class
+
+    try:
+        get_recipe(suite.input.preprocess)
+        for t in suite.targets:
+            cls = get_runner_class(t.runner)
+            if t.format not in cls.formats:
+                raise UserError(f"target {t.name!r}: runner {t.runner!r} cannot run format {t.format!r} "
+                                f"(it runs {', '.join(cls.formats)})", fix="change the target's format or runner")
+            if t.format in ("onnx", "mindir") and suite.source.kind == "mindcv" and t.format not in suite.export:
+                raise UserError(f"target {t.name!r} runs {t.format} but export: does not list it",
+                                fix=f"add {t.format} to export:")
+    except UserError as exc:
+        if exc.path is None:
+            raise UserError(str(exc), path=suite.path) from None
+        raise
+
+
+class SuiteFile(pytest.File):
+    def collect(self):
+        suite = load_suite(self.path)
+        _validate(suite)
+        for case in build_plan(suite):
+            item = CaseItem.from_parent(self, name=case.name, case=case)
+            for m in case.markers:
+                item.add_marker(m)
+            yield item
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, UserError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class CaseFailed(Exception):
+    pass
+
+
+class CaseItem(pytest.Item):
+    def __init__(self, *, case: Case, **kw):
+        super().__init__(**kw)
+        self.case = case
+
+    def runtest(self):
+        session = _session(self.config)
+        res = session.execute(self.case)
+        self.user_properties.append(("harness_result", res.to_dict()))
+        if res.status == "skipped":
+            pytest.skip(res.reason)
+        if res.status in ("failed", "error"):
+            raise CaseFailed(f"[{res.status}] {res.reason}")
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, (CaseFailed, UserError)):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.case.suite.model}::{self.case.name}"
+
+
+def _session(config):
+    s = config.stash.get(_SESSION_KEY, None)
+    if s is None:
+        from harness.session import HarnessSession
+
+        baselines = config.getoption("--harness-baselines")
+        if baselines is None:
+            default = Path(config.rootpath) / "baselines.yaml"
+            baselines = default if default.is_file() else None
+        s = HarnessSession(
+            store=config.getoption("--harness-store"),
+            cache=config.getoption("--harness-cache"),
+            baselines=baselines,
+            timing_override={"warmup": config.getoption("--harness-warmup"),
+                             "min_iterations": config.getoption("--harness-min-iterations"),
+                             "min_duration_s": config.getoption("--harness-min-duration")},
+            argv=list(config.invocation_params.args),
+        )
+        config.stash[_SESSION_KEY] = s
+    return s
+
+
+def pytest_sessionfinish(session, exitstatus):
+    s = session.config.stash.get(_SESSION_KEY, None)
+    if s is None:
+        return
+    s.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+    out = session.config.getoption("--harness-report")
+    if out:
+        from harness.reports import write_report
+
+        write_report(s.store.path, out, baselines=s.baselines_path)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    s = config.stash.get(_SESSION_KEY, None)
+    if s is None:
+        return
+    tr = terminalreporter
+    tr.write_sep("-", "harness")
+    tr.write_line(f"run {s.run_id}: " + ", ".join(f"{v} {k}" for k, v in s.status.items()))
+    tr.write_line(f"results: {os.path.abspath(s.store.path)}")
+    out = config.getoption("--harness-report")
+    if out:
+        tr.write_line(f"report:  {os.path.abspath(out)}")

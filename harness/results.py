@@ -1,0 +1,54 @@
+"""Result records: plain data with an identity. Failures are records too."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+STATUSES = ("passed", "failed", "skipped", "error")
+
+# What makes two figures comparable: the same model artifact, preprocessed the
+# same way, on the same runner/device/batch/precision, timed over the same scope.
+IDENTITY_FIELDS = ("model", "stage", "artifact_sha256", "preprocessing", "runner", "runner_version", "device",
+                   "batch_size", "precision", "timing_scope")
+
+
+@dataclass
+class Result:
+    model: str
+    case: str
+    stage: str
+    status: str
+    device: str
+    reason: str = ""
+    target: str | None = None
+    runner: str | None = None
+    runner_version: str | None = None
+    batch_size: int | None = None
+    precision: str | None = None
+    timing_scope: str | None = None
+    artifact_sha256: str | None = None
+    artifact_format: str | None = None
+    preprocessing: str | None = None
+    metrics: dict = field(default_factory=dict)
+    # The documented figure this result was held against, with its source and verdict.
+    baseline: dict | None = None
+    run_id: str | None = None
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
+
+    def identity(self) -> dict:
+        return {k: getattr(self, k) for k in IDENTITY_FIELDS}
+
+    @property
+    def identity_key(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,52 @@
+"""The interface every runner implements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+class Runner:
+    """Load an artifact on a device, run batches, synchronise, close.
+
+    `timing_scope` says what a timing taken around `run` + `synchronize`
+    covers: "host" (wall clock on the host, host<->device copies included)
+    or "device" (the device's own compute time, as ais_bench reports).
+    """
+
+    name: str = "base"
+    formats: tuple[str, ...] = ()
+    timing_scope: str = "host"
+
+    def __init__(self, device: str, device_id: int = 0, precision: str = "fp32", options: dict | None = None):
+        self.device = device
+        self.device_id = device_id
+        self.precision = precision
+        self.options = dict(options or {})
+
+    def load(self, artifact: Path | object, input_shape: tuple[int, ...]) -> None:
+        raise NotImplementedError
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run one batch; return the logits (N, classes) as a host numpy array."""
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        """Wait for queued device work. Runners whose `run` blocks do nothing."""
+
+    def device_times_ms(self) -> list[float] | None:
+        """Per-run device compute times, for runners whose scope is "device"."""
+        return None
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,303 @@
+"""Executes planned cases: artifact -> runner -> measurement -> result -> store.
+
+One HarnessSession per pytest (or CLI) run. Networks and artifacts are made
+lazily and memoised, so `-m throughput` alone still exports what it needs,
+and every case turns into exactly one stored Result, whatever happens.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from harness import data, env
+from harness.artifacts import Artifact, ArtifactCache, sha256_file
+from harness.devices import detect
+from harness.errors import UserError
+from harness.gates import hold
+from harness.metrics import TopK, compare_outputs
+from harness.plan import Case
+from harness.results import Result
+from harness.runners import get_runner_class
+from harness.store import Store
+from harness.suite import Suite
+from harness.timing import TimingConfig, measure
+
+
+class Skip(Exception):
+    """A case that cannot run here; the message says what is missing."""
+
+
+class Fail(Exception):
+    """A case that ran and missed its tolerance."""
+
+
+class HarnessSession:
+    def __init__(self, *, store: str | Path | None = None, cache: str | Path | None = None,
+                 baselines: str | Path | None = None, timing_override: dict | None = None,
+                 argv: list[str] | None = None):
+        self.store = Store(store)
+        self.run_id = self.store.begin_run(env.capture(), argv)
+        self.cache = ArtifactCache(cache)
+        self.baselines_path = Path(baselines) if baselines else None
+        self._baselines = None
+        self.timing_override = {k: v for k, v in (timing_override or {}).items() if v is not None}
+        self._nets: dict[Path, object] = {}
+        self._artifacts: dict[tuple, Artifact] = {}
+        self._pool: dict[Path, np.ndarray] = {}
+        self.status = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
+
+    # -- shared inputs ------------------------------------------------------
+    @property
+    def baselines(self):
+        if self._baselines is None and self.baselines_path is not None:
+            from harness.baselines import load_baselines
+
+            self._baselines = load_baselines(self.baselines_path)
+        return self._baselines
+
+    def recipe(self, suite: Suite) -> data.Recipe:
+        return data.get_recipe(suite.input.preprocess, suite.input.size)
+
+    def inputs(self, suite: Suite, batch_size: int) -> np.ndarray:
+        """A batch of preprocessed generated images (content does not change the
+        compute of these networks, but realistic value ranges keep fp16 honest)."""
+        pool = self._pool.get(suite.path)
+        if pool is None:
+            n = 8
+            samples = data.synthetic_dataset(n, suite.source.num_classes, seed=suite.dataset.seed)
+            recipe = self.recipe(suite)
+            pool = np.stack([recipe(s.open()) for s in samples])
+            self._pool[suite.path] = pool
+        reps = -(-batch_size // len(pool))
+        return np.ascontiguousarray(np.concatenate([pool] * reps)[:batch_size])
+
+    def network(self, suite: Suite):
+        if suite.source.kind != "mindcv":
+            raise Skip(f"source.kind is {suite.source.kind!r}: there is no framework network to run")
+        net = self._nets.get(suite.path)
+        if net is None:
+            from harness import networks
+
+            networks.set_context("CPU")
+            net = networks.build_network(suite.source.arch, suite.source.num_classes, seed=suite.source.seed)
+            ckpt = suite.resolve(suite.source.checkpoint)
+            if ckpt is not None:
+                networks.load_checkpoint(net, ckpt)
+            self._nets[suite.path] = net
+        return net
+
+    def artifact(self, suite: Suite, fmt: str, batch_size: int, device: str | None = None) -> Artifact:
+        memo = (suite.path, fmt, batch_size)
+        if memo in self._artifacts:
+            return self._artifacts[memo]
+        shape = (batch_size, suite.input.channels, suite.input.size, suite.input.size)
+        if suite.source.kind == "onnx":
+            if fmt != "onnx":
+                if fmt == "om":
+                    return self._om(suite, batch_size, device)
+                raise Skip(f"cannot make {fmt} from an ONNX source")
+            path = suite.resolve(suite.source.path)
+            if not path.is_file():
+                raise UserError("ONNX model not found", path=path, fix="fix source.path in the suite")
+            art = Artifact("onnx", path, sha256_file(path), batch_size, None, cached=True)
+        elif fmt == "om":
+            return self._om(suite, batch_size, device)
+        else:
+            key = self.cache.key(suite, fmt, batch_size)
+            path = self.cache.lookup(key, fmt)
+            if path is not None:
+                meta = self.cache.meta(path)
+                art = Artifact(fmt, path, meta["sha256"], batch_size, None, cached=True)
+            else:
+                from harness import networks
+
+                net = self.network(suite)
+                t0 = time.perf_counter()
+                path, sha = self.cache.store(
+                    key, fmt, lambda tmp: networks.export(net, shape, fmt.upper(), tmp),
+                    {"suite": str(suite.path), "arch": suite.source.arch, "shape": shape})
+                art = Artifact(fmt, path, sha, batch_size, time.perf_counter() - t0, cached=False)
+        self._artifacts[memo] = art
+        return art
+
+    def _om(self, suite: Suite, batch_size: int, device: str | None) -> Artifact:
+        from harness import atc
+
+        present = detect()
+        chips = present.details.get(device or "", "")
+        if not chips:
+            raise Skip(present.why_absent.get(device or "ascend310", "no Ascend device"))
+        onnx_art = self.artifact(suite, "onnx", batch_size)
+        stem = onnx_art.path.parent / f"model_{chips.split(',')[0].strip()}_bs{batch_size}"
+        shape = (batch_size, suite.input.channels, suite.input.size, suite.input.size)
+        cmd = atc.build_command(onnx_art.path, stem, atc.onnx_input_name(onnx_art.path), shape,
+                                atc.soc_version(chips.split(",")[0]))
+        om = Path(f"{stem}.om")
+        t0 = time.perf_counter()
+        cached = om.is_file()
+        if not cached:
+            om = atc.convert(cmd, stem)
+        art = Artifact("om", om, sha256_file(om), batch_size, None if cached else time.perf_counter() - t0,
+                       cached, command=" ".join(cmd))
+        self._artifacts[(suite.path, "om", batch_size)] = art
+        return art
+
+    def timing(self, suite: Suite, target) -> TimingConfig:
+        cfg = TimingConfig.from_spec(suite.timing_for(target))
+        for k, v in self.timing_override.items():
+            setattr(cfg, k, v)
+        return cfg
+
+    # -- execution ----------------------------------------------------------
+    def execute(self, case: Case) -> Result:
+        """Run one case and store its Result (also when it skips or breaks)."""
+        res = Result(model=case.suite.model, case=case.name, stage=case.stage, status="passed",
+                     device=case.device, batch_size=case.batch_size, run_id=self.run_id,
+                     artifact_format=case.format, preprocessing=self.recipe(case.suite).identity)
+        if case.target is not None:
+            res.target, res.runner, res.precision = case.target.name, case.target.runner, case.target.precision
+        try:
+            devices = detect()
+            if not devices.present.get(case.device):
+                raise Skip(devices.why_absent.get(case.device, f"no {case.device} on this host"))
+            getattr(self, f"_run_{case.stage}")(case, res)
+        except Skip as exc:
+            res.status, res.reason = "skipped", str(exc)
+        except Fail as exc:
+            res.status, res.reason = "failed", str(exc)
+        except UserError as exc:
+            res.status, res.reason = "error", str(exc)
+        except Exception as exc:  # recorded as data; the run goes on
+            res.status = "error"
+            res.reason = f"{type(exc).__name__}: {exc}"
+            res.metrics["traceback"] = traceback.format_exc(limit=8)
+        self.store.add(res)
+        self.status[res.status] += 1
+        return res
+
+    def _runner(self, case: Case, res: Result, artifact):
+        t = case.target
+        cls = get_runner_class(t.runner)
+        if t.format not in cls.formats:
+            raise UserError(f"runner {t.runner!r} cannot run format {t.format!r} (it runs {', '.join(cls.formats)})",
+                            path=case.suite.path, fix=f"change target {t.name!r}'s format or runner")
+        opts = dict(t.options)
+        opts.setdefault("num_classes", case.suite.source.num_classes)
+        runner = cls(t.device, t.device_id, t.precision, opts)
+        shape = (case.batch_size, case.suite.input.channels, case.suite.input.size, case.suite.input.size)
+        runner.load(artifact, shape)
+        res.runner_version = runner.version()
+        res.timing_scope = runner.timing_scope
+        return runner
+
+    def _target_artifact(self, case: Case, res: Result):
+        if case.format == "native":
+            res.artifact_sha256 = None
+            return self.network(case.suite)
+        art = self.artifact(case.suite, case.format, case.batch_size, case.device)
+        res.artifact_sha256 = art.sha256
+        return art.path
+
+    def _run_export(self, case: Case, res: Result):
+        suite = case.suite
+        sizes = sorted({suite.parity.batch_size} | {
+            b for t in suite.targets if t.format == case.format for b in t.batch_sizes})
+        if case.format == "om":
+            # OM conversion happens per target device when its cases run.
+            raise Skip("OM files are converted per Ascend target by its cases (atc on the CANN host)")
+        per_batch = {}
+        for b in sizes:
+            art = self.artifact(suite, case.format, b)
+            per_batch[str(b)] = {"sha256": art.sha256, "export_s": art.export_s, "cached": art.cached,
+                                 "bytes": art.path.stat().st_size}
+        first = per_batch[str(sizes[0])]
+        res.artifact_sha256 = first["sha256"]
+        res.metrics = {"batch_sizes": sizes, "artifacts": per_batch}
+        res.reason = f"{len(sizes)} {case.format} file(s), " + (
+            "all from cache" if all(v["cached"] for v in per_batch.values()) else "exported")
+
+    def _run_parity(self, case: Case, res: Result):
+        suite = case.suite
+        if suite.source.kind != "mindcv":
+            raise Skip("the source is an ONNX file: no framework network to compare the export against")
+        from harness import networks
+
+        x = self.inputs(suite, case.batch_size)
+        reference = networks.predict(self.network(suite), x)
+        with self._runner(case, res, self._target_artifact(case, res)) as runner:
+            out = runner.run(x)
+        p = compare_outputs(reference, out, max_abs_diff_rel=suite.parity.max_abs_diff_rel,
+                            min_cosine=suite.parity.min_cosine)
+        res.metrics = p.as_metrics()
+        res.reason = f"{case.format} on {case.target.runner} vs MindSpore: {p.reason}"
+        if not p.passed:
+            raise Fail(res.reason)
+
+    def _run_throughput(self, case: Case, res: Result):
+        suite = case.suite
+        x = self.inputs(suite, case.batch_size)
+        with self._runner(case, res, self._target_artifact(case, res)) as runner:
+            timing = measure(runner, x, self.timing(suite, case.target))
+        res.metrics = timing.as_metrics()
+        res.reason = (f"{timing.throughput_ips:.2f} img/s, p50 {timing.latency_ms_p50:.2f} ms, "
+                      f"cv {100 * timing.cv:.1f}%")
+        if timing.unstable:
+            res.reason += " (unstable: cv >= 10%)"
+        if timing.truncated:
+            res.reason += f" (stopped at max_duration_s after {timing.iterations} iterations)"
+        self._hold_baselines(case, res, "throughput_ips", timing.throughput_ips)
+
+    def _hold_baselines(self, case: Case, res: Result, metric: str, value: float):
+        if self.baselines is None:
+            return
+        from harness.baselines import select
+
+        found = select(self.baselines, model=case.suite.model, metric=metric, device=case.device,
+                       batch_size=case.batch_size)
+        if not found:
+            return
+        verdicts = [hold(value, b, timing_scope=res.timing_scope) for b in found]
+        res.baseline = verdicts[0] if len(verdicts) == 1 else {"all": verdicts}
+        failed = [v for v in verdicts if v["verdict"] == "fail"]
+        if failed:
+            raise Fail("; ".join(v["reason"] for v in failed))
+
+    def _run_accuracy(self, case: Case, res: Result):
+        suite = case.suite
+        src = suite.source
+        if src.kind == "mindcv" and not src.checkpoint:
+            ids = ", ".join(suite.accuracy_baselines) or "the documented accuracy"
+            raise Skip(f"no trained weights: the network is randomly initialised, so its accuracy means nothing. "
+                       f"Set source.checkpoint in {suite.path} to a trained .ckpt and dataset.kind: imagefolder "
+                       f"with dataset.path (ImageNet val) to check against {ids}")
+        if suite.dataset.kind == "synthetic":
+            raise Skip(f"dataset is synthetic (generated images have no true labels); set dataset.kind: imagefolder "
+                       f"and dataset.path in {suite.path}")
+        samples = data.image_folder(suite.resolve(suite.dataset.path), limit=suite.dataset.num_images)
+        recipe = self.recipe(suite)
+        topk = TopK((1, 5))
+        with self._runner(case, res, self._target_artifact(case, res)) as runner:
+            for x, labels, n in data.batches(samples, recipe, case.batch_size):
+                topk.update(runner.run(x)[:n], labels, where=f"{case.target.runner} output on {suite.dataset.path}")
+        res.metrics = topk.result()
+        res.reason = f"top1 {res.metrics['top1']:.3f}%, top5 {res.metrics['top5']:.3f}% on {topk.count} images"
+        if self.baselines is None or not suite.accuracy_baselines:
+            return
+        by_id = {b.id: b for b in self.baselines.baselines}
+        missing = [i for i in suite.accuracy_baselines if i not in by_id]
+        if missing:
+            raise UserError(f"accuracy_baselines names unknown ids: {missing}", path=suite.path,
+                            fix=f"use ids from {self.baselines_path}")
+        verdicts = [hold(res.metrics[by_id[i].metric], by_id[i]) for i in suite.accuracy_baselines]
+        res.baseline = verdicts[0] if len(verdicts) == 1 else {"all": verdicts}
+        failed = [v for v in verdicts if v["verdict"] == "fail"]
+        if failed:
+            raise Fail("; ".join(v["reason"] for v in failed))
+
+    def finish(self, interrupted: bool = False) -> None:
+        self.store.finish_run(self.run_id, "interrupted" if interrupted else "finished")
+        self.store.close()

@@ -1,0 +1,219 @@
+"""Suite files: one declarative `suite.yaml` per model, validated by pydantic.
+
+A suite says where the model comes from, how its input is prepared, what it
+is exported to, on which targets (device x runner x precision x batch sizes)
+it runs, on which data its accuracy is measured and which documented
+baselines apply. Nothing in a suite is Python: a new model is a new YAML file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.errors import UserError
+
+SUITE_FORMAT_VERSION = 1
+
+DEVICE_FAMILIES = ("cpu", "gpu", "ascend910", "ascend310", "ascend310p")
+STAGES = ("export", "parity", "accuracy", "throughput")
+# The artifact format each runner consumes. "native" is the framework's own
+# in-memory network (no export involved).
+FORMATS = ("onnx", "mindir", "om", "native")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceSpec(_Strict):
+    """Where the network comes from."""
+
+    kind: Literal["mindcv", "onnx"] = "mindcv"
+    # mindcv architecture name (see harness.networks.ARCHS)
+    arch: str | None = None
+    num_classes: int = Field(1000, gt=0)
+    # A trained MindSpore checkpoint. Without one the network is randomly
+    # initialised from `seed`: fine for speed, meaningless for accuracy.
+    checkpoint: str | None = None
+    # kind: onnx -> the model file itself (dynamic or fixed batch)
+    path: str | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.kind == "mindcv" and not self.arch:
+            raise ValueError("source.kind 'mindcv' needs source.arch (e.g. seresnext50_32x4d)")
+        if self.kind == "onnx" and not self.path:
+            raise ValueError("source.kind 'onnx' needs source.path (an .onnx file)")
+        return self
+
+
+class InputSpec(_Strict):
+    size: int = Field(224, gt=0)
+    channels: int = Field(3, gt=0)
+    # Name of a preprocessing recipe in harness.data.RECIPES.
+    preprocess: str = "imagenet_resize256_crop224"
+
+
+class ParitySpec(_Strict):
+    """How closely an export must match the framework on the same input."""
+
+    batch_size: int = Field(1, gt=0)
+    # Absolute tolerance on logits, scaled by the reference logits' std so a
+    # randomly initialised network (tiny logits) and a trained one (large
+    # logits) are held to the same standard.
+    max_abs_diff_rel: float = Field(1e-3, gt=0)
+    min_cosine: float = Field(0.9999, gt=0, le=1)
+
+
+class DatasetSpec(_Strict):
+    """Images whose labels are known. `synthetic` needs no files."""
+
+    kind: Literal["synthetic", "imagefolder"] = "synthetic"
+    path: str | None = None
+    num_images: int = Field(32, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.kind == "imagefolder" and not self.path:
+            raise ValueError("dataset.kind 'imagefolder' needs dataset.path")
+        return self
+
+
+class TimingSpec(_Strict):
+    warmup: int = Field(3, ge=0)
+    min_iterations: int = Field(10, gt=0)
+    min_duration_s: float = Field(1.0, ge=0)
+    # A safety stop so one slow case cannot eat a nightly run.
+    max_duration_s: float = Field(120.0, gt=0)
+
+
+class TargetSpec(_Strict):
+    """One device x runner x precision, swept over batch sizes."""
+
+    name: str | None = None
+    device: Literal["cpu", "gpu", "ascend910", "ascend310", "ascend310p"]
+    runner: str
+    format: Literal["onnx", "mindir", "om", "native"]
+    precision: Literal["fp32", "fp16", "int8", "mixed"] = "fp32"
+    batch_sizes: list[int] = Field(default_factory=lambda: [1])
+    stages: list[Literal["parity", "accuracy", "throughput"]] = Field(
+        default_factory=lambda: ["accuracy", "throughput"]
+    )
+    device_id: int = 0
+    # Runner-specific settings (e.g. onnxruntime provider options).
+    options: dict = Field(default_factory=dict)
+    timing: TimingSpec | None = None
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, v):
+        if not v or any(b <= 0 for b in v):
+            raise ValueError("batch_sizes must be a non-empty list of positive integers")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _name(self):
+        if not self.name:
+            self.name = f"{self.device}-{self.runner}-{self.precision}"
+        return self
+
+
+class Suite(_Strict):
+    schema_version: Literal[1] = 1
+    model: str = Field(..., description="key used in baselines.yaml, e.g. se_resnext50")
+    description: str = ""
+    source: SourceSpec
+    input: InputSpec = Field(default_factory=InputSpec)
+    export: list[Literal["onnx", "mindir", "om"]] = Field(default_factory=lambda: ["onnx"])
+    parity: ParitySpec = Field(default_factory=ParitySpec)
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    timing: TimingSpec = Field(default_factory=TimingSpec)
+    targets: list[TargetSpec]
+    # Accuracy baselines (ids in baselines.yaml) that apply when a trained
+    # checkpoint and the documented dataset are configured.
+    accuracy_baselines: list[str] = Field(default_factory=list)
+
+    # set by load_suite, not by the YAML
+    path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_targets(self):
+        names = [t.name for t in self.targets]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"target names must be unique; repeated: {sorted(dup)}")
+        return self
+
+    def resolve(self, relative: str | None) -> Path | None:
+        """A path from the suite, relative to the suite file, with ~ and $VARS expanded."""
+        if relative is None:
+            return None
+        p = Path(os.path.expandvars(os.path.expanduser(relative)))
+        if not p.is_absolute() and self.path is not None:
+            p = self.path.parent / p
+        return p
+
+    def timing_for(self, target: TargetSpec) -> TimingSpec:
+        return target.timing or self.timing
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "literal_error":
+            msg = f"{msg} (got {e.get('input')!r})"
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "suite.yaml"
+    if not path.is_file():
+        raise UserError("suite file not found", path=path,
+                        fix="pass a suite folder containing suite.yaml, e.g. suites/se_resnext50")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"not valid YAML: {exc}", path=path, fix="fix the YAML syntax at the line shown") from None
+    if not isinstance(data, dict):
+        raise UserError("a suite must be a YAML mapping (model:, source:, targets: ...)", path=path,
+                        fix="see suites/se_resnext50/suite.yaml for the shape")
+    version = data.get("schema_version", SUITE_FORMAT_VERSION)
+    if version != SUITE_FORMAT_VERSION:
+        raise UserError(f"schema_version {version!r} is not supported (this harness reads {SUITE_FORMAT_VERSION})",
+                        path=path, fix="upgrade the harness, or write the suite in schema_version 1")
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        allowed = ", ".join(Suite.model_fields)
+        raise UserError(f"invalid suite:\n{_format_validation_error(exc)}", path=path,
+                        fix=f"correct the keys listed; top-level keys allowed: {allowed}") from None
+    suite.path = path.resolve()
+    return suite
+
+
+def find_suites(paths: list[str | Path]) -> list[Path]:
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            found.append(p)
+        elif (p / "suite.yaml").is_file():
+            found.append(p / "suite.yaml")
+        elif p.is_dir():
+            found.extend(sorted(p.glob("*/suite.yaml")))
+        else:
+            raise UserError("no such suite file or folder", path=p, fix="check the path")
+    return found
