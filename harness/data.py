@@ -132,7 +132,7 @@ def synthetic_dataset(num_images: int, num_classes: int, seed: int = 0, min_side
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         base = rng.uniform(0, 255, size=3)
         grad = rng.uniform(-0.5, 0.5, size=(3, 2))
-        img = base + grad[:, 0, None, None] * yy + grad[:, 1, None, None] * xx
+        img = base[:, None, None] + grad[:, 0, None, None] * yy + grad[:, 1, None, None] * xx
         img = img.transpose(1, 2, 0) + rng.normal(0, 12, size=(h, w, 3))
         out.append(Sample(f"synthetic_{i:06d}", int(rng.integers(num_classes)),
                           pixels=np.clip(img, 0, 255).astype(np.uint8)))

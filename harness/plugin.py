@@ -112,7 +112,8 @@ class CaseItem(pytest.Item):
         res = session.execute(self.case)
         self.user_properties.append(("harness_result", res.to_dict()))
         if res.status == "skipped":
-            pytest.skip(res.reason)
+            # reported at the suite file, not at this line of the plugin
+            raise pytest.skip.Exception(res.reason, _use_item_location=True)
         if res.status in ("failed", "error"):
             raise CaseFailed(f"[{res.status}] {res.reason}")
 
@@ -122,7 +123,7 @@ class CaseItem(pytest.Item):
         return super().repr_failure(excinfo)
 
     def reportinfo(self):
-        return self.path, None, f"{self.case.suite.model}::{self.case.name}"
+        return self.path, 0, f"{self.case.suite.model}::{self.case.name}"
 
 
 def _session(config):

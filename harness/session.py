@@ -162,8 +162,9 @@ class HarnessSession:
             res.target, res.runner, res.precision = case.target.name, case.target.runner, case.target.precision
         try:
             devices = detect()
-            if not devices.present.get(case.device):
-                raise Skip(devices.why_absent.get(case.device, f"no {case.device} on this host"))
+            wanted = [m for m in case.markers if m in devices.present] or [case.device]
+            if not any(devices.present.get(d) for d in wanted):
+                raise Skip("; ".join(devices.why_absent.get(d, f"no {d} on this host") for d in wanted))
             getattr(self, f"_run_{case.stage}")(case, res)
         except Skip as exc:
             res.status, res.reason = "skipped", str(exc)
@@ -258,6 +259,10 @@ class HarnessSession:
 
         found = select(self.baselines, model=case.suite.model, metric=metric, device=case.device,
                        batch_size=case.batch_size)
+        # A figure measured on a named device model (e.g. a T4) only applies
+        # to that model.
+        here = detect().details.get(case.device, "").lower()
+        found = [b for b in found if not b.device_model or b.device_model.lower() in here]
         if not found:
             return
         verdicts = [hold(value, b, timing_scope=res.timing_scope) for b in found]
@@ -285,14 +290,16 @@ class HarnessSession:
                 topk.update(runner.run(x)[:n], labels, where=f"{case.target.runner} output on {suite.dataset.path}")
         res.metrics = topk.result()
         res.reason = f"top1 {res.metrics['top1']:.3f}%, top5 {res.metrics['top5']:.3f}% on {topk.count} images"
-        if self.baselines is None or not suite.accuracy_baselines:
+        wanted = case.target.accuracy_baselines if case.target.accuracy_baselines is not None \
+            else suite.accuracy_baselines
+        if self.baselines is None or not wanted:
             return
         by_id = {b.id: b for b in self.baselines.baselines}
-        missing = [i for i in suite.accuracy_baselines if i not in by_id]
+        missing = [i for i in wanted if i not in by_id]
         if missing:
             raise UserError(f"accuracy_baselines names unknown ids: {missing}", path=suite.path,
                             fix=f"use ids from {self.baselines_path}")
-        verdicts = [hold(res.metrics[by_id[i].metric], by_id[i]) for i in suite.accuracy_baselines]
+        verdicts = [hold(res.metrics[by_id[i].metric], by_id[i]) for i in wanted]
         res.baseline = verdicts[0] if len(verdicts) == 1 else {"all": verdicts}
         failed = [v for v in verdicts if v["verdict"] == "fail"]
         if failed:

@@ -110,6 +110,17 @@ class TargetSpec(_Strict):
     # Runner-specific settings (e.g. onnxruntime provider options).
     options: dict = Field(default_factory=dict)
     timing: TimingSpec | None = None
+    # Overrides the suite's accuracy_baselines for this target (e.g. an OM
+    # converted from other weights than the suite's checkpoint).
+    accuracy_baselines: list[str] | None = None
+
+    @field_validator("runner", mode="before")
+    @classmethod
+    def _runner_given(cls, v):
+        if v is None:
+            raise ValueError('runner is empty; YAML reads a bare null as "nothing": write runner: "null" '
+                             "for the null runner")
+        return v
 
     @field_validator("batch_sizes")
     @classmethod
@@ -198,7 +209,7 @@ def load_suite(path: str | Path) -> Suite:
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
-        allowed = ", ".join(Suite.model_fields)
+        allowed = ", ".join(k for k in Suite.model_fields if k != "path")
         raise UserError(f"invalid suite:\n{_format_validation_error(exc)}", path=path,
                         fix=f"correct the keys listed; top-level keys allowed: {allowed}") from None
     suite.path = path.resolve()

@@ -1,0 +1,81 @@
+"""Fixtures shared by the harness's own tests: tiny models and data made on the spot."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def color_classifier(path: Path, *, permute: bool = False, batch: int | str = "N") -> Path:
+    """An ONNX graph whose answers are known: logits = per-channel mean of the
+    input, so the predicted class is the image's dominant colour (0 R, 1 G, 2 B).
+    With permute=True it answers (dominant + 1) % 3: always wrong."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"], axis=1)]
+    inits = []
+    if permute:
+        # class (c + 1) % 3 gets channel c's mean
+        w = np.zeros((3, 3), np.float32)
+        for c in range(3):
+            w[c, (c + 1) % 3] = 1.0
+        inits.append(helper.make_tensor("perm", TensorProto.FLOAT, [3, 3], w.flatten().tolist()))
+        nodes.append(helper.make_node("MatMul", ["flat", "perm"], ["class"]))
+    else:
+        nodes.append(helper.make_node("Identity", ["flat"], ["class"]))
+    graph = helper.make_graph(
+        nodes, "color_classifier",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, "H", "W"])],
+        [helper.make_tensor_value_info("class", TensorProto.FLOAT, [batch, 3])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def color_images(root: Path, per_class: int = 4, seed: int = 0) -> Path:
+    """Class folders 0_red/, 1_green/, 2_blue/ (sorted order = channel index) of generated
+    PNGs whose dominant colour is the class's."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name, channel in (("0_red", 0), ("1_green", 1), ("2_blue", 2)):
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            h, w = rng.integers(40, 90, size=2)
+            img = rng.integers(0, 90, size=(h, w, 3))
+            img[..., channel] = rng.integers(170, 256, size=(h, w))
+            Image.fromarray(img.astype(np.uint8)).save(d / f"img_{i}.png")
+    return root
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def run_pytest(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600):
+    """Run pytest with the harness plugin in a subprocess, as a user would."""
+    e = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    e.pop("PYTEST_ADDOPTS", None)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "harness.plugin", "-p", "no:cacheprovider",
+                           "-rs", *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def tmp_store(tmp_path):
+    return tmp_path / "results.sqlite"
