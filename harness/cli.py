@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run suites (a wrapper around pytest with the harness plugin)",
-                         description="Run suites. Example: harness run suites -m cpu --report report.html")
+                         description="Run suites. Example: harness run suites -m cpu --report report.html. "
+                                     "Arguments after -- go to pytest as they are (e.g. -- -x -k bs8).")
     run.add_argument("paths", nargs="*", help="suite folders or files (default: suites)")
     run.add_argument("-m", dest="markers", default=None,
                      help="pytest marker expression: cpu, gpu, ascend310p, throughput, 'cpu and parity' ...")
@@ -85,7 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--min-iterations", type=int, help="override every suite's minimum timed iterations")
     run.add_argument("--min-duration", type=float, help="override every suite's minimum timed seconds")
     run.add_argument("-v", "--verbose", action="store_true", help="list skip reasons")
-    run.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest as they are")
     run.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser("report", help="render the HTML report from the store")
@@ -102,9 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # everything after a bare `--` goes to pytest untouched
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
     args = build_parser().parse_args(argv)
-    if getattr(args, "pytest_args", None) and args.pytest_args[0] == "--":
-        args.pytest_args = args.pytest_args[1:]
+    args.pytest_args = extra
     try:
         return args.func(args)
     except UserError as exc:
