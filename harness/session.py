@@ -165,6 +165,9 @@ class HarnessSession:
             wanted = [m for m in case.markers if m in devices.present] or [case.device]
             if not any(devices.present.get(d) for d in wanted):
                 raise Skip("; ".join(devices.why_absent.get(d, f"no {d} on this host") for d in wanted))
+            if case.target is not None:
+                # known before anything loads, so skipped cases carry it too
+                res.timing_scope = get_runner_class(case.target.runner).timing_scope
             getattr(self, f"_run_{case.stage}")(case, res)
         except Skip as exc:
             res.status, res.reason = "skipped", str(exc)

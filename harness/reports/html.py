@@ -1,0 +1,477 @@
+"""The HTML report: one self-contained page rendered from the results store.
+
+Reads only the store (and, for the published figures, baselines.yaml); never
+runs anything. Every number on the page is a stored measurement or a
+documented figure: measured values are formatted, documented ones are shown
+exactly as baselines.yaml holds them. The chart is matplotlib SVG inlined in
+the page, so the file opens offline with nothing fetched and no JavaScript.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import re
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.results import STATUSES, Result
+
+STAGES = ("export", "parity", "accuracy", "throughput")
+DEVICE_LABEL = {"cpu": "CPU", "gpu": "GPU", "ascend910": "Ascend 910", "ascend310": "Ascend 310",
+                "ascend310p": "Ascend 310P"}
+DEVICE_ORDER = ("cpu", "gpu", "ascend910", "ascend310", "ascend310p")
+# Beyond this spread a linear axis flattens the slow series (CPU at ~10 img/s
+# beside documented NPU figures at ~1000) into the floor.
+LOG_Y_SPREAD = 20.0
+
+
+# -- formatting ---------------------------------------------------------------
+def _num(v, spec: str) -> str:
+    if v is None:
+        return "—"
+    try:
+        return format(float(v), spec)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _doc(v) -> str:
+    """A documented figure as baselines.yaml holds it: no rounding, no padding."""
+    f = float(v)
+    return str(int(f)) if f.is_integer() else repr(f)
+
+
+def _ms(v) -> str:
+    if v is None:
+        return "—"
+    return _num(v, ".3g") if abs(float(v)) < 1 else _num(v, ".2f")
+
+
+def _verdicts(baseline: dict | None) -> list[dict]:
+    if not baseline:
+        return []
+    return list(baseline["all"]) if "all" in baseline else [baseline]
+
+
+def _tolerance(tol: dict | None) -> str:
+    if not tol:
+        return ""
+    parts = []
+    if tol.get("abs") is not None:
+        parts.append(f"±{_doc(tol['abs'])}")
+    if tol.get("rel") is not None:
+        parts.append(f"±{_doc(100 * tol['rel'])}%")
+    return " or ".join(parts)
+
+
+def _verdict_view(v: dict) -> dict:
+    src = v.get("source") or {}
+    return {
+        "id": v.get("id"), "value": _doc(v["value"]) if v.get("value") is not None else "—",
+        "unit": v.get("unit") or "", "verdict": v.get("verdict") or "—", "reason": v.get("reason") or "",
+        "tolerance": _tolerance(v.get("tolerance")), "document": src.get("document", ""),
+        "section": src.get("section", ""),
+    }
+
+
+def _ordered_models(names) -> list[str]:
+    from harness.baselines import MODELS
+
+    names = set(names)
+    return [m for m in MODELS if m in names] + sorted(names - set(MODELS))
+
+
+def _series_name(r: Result) -> str:
+    return r.target or "-".join(x for x in (r.device, r.runner, r.precision) if x)
+
+
+def _device_rank(device: str) -> int:
+    return DEVICE_ORDER.index(device) if device in DEVICE_ORDER else len(DEVICE_ORDER)
+
+
+# -- inputs -------------------------------------------------------------------
+def _load_baselines(baselines):
+    if baselines is None:
+        return None, None
+    from harness.baselines import BaselinesFile, load_baselines
+
+    if isinstance(baselines, BaselinesFile):
+        return baselines, None
+    return load_baselines(baselines), Path(baselines)
+
+
+def _read_store(store_path, run_id: str | None):
+    from harness.store import Store
+
+    if store_path is None:
+        raise UserError("no results store given", fix="pass the store path (e.g. .harness/results.sqlite)")
+    path = Path(store_path)
+    if not path.is_file():
+        # Store(create=False) would say so too, but a directory passes its check.
+        raise UserError("results store not found", path=path,
+                        fix="run the suites first, or pass the path of an existing results file")
+    store = Store(path, create=False)
+    try:
+        runs = store.runs()
+        if run_id is not None:
+            if run_id not in {r["run_id"] for r in runs}:
+                known = ", ".join(r["run_id"] for r in runs[-5:]) or "none"
+                raise UserError(f"run {run_id!r} is not in the store (latest runs: {known})", path=path)
+            results = store.results(run_id=run_id)
+        else:
+            results = store.latest_results()
+    finally:
+        store.close()
+    return path, runs, results
+
+
+# -- sections -----------------------------------------------------------------
+def _counts(results: list[Result]) -> dict:
+    c = Counter(r.status for r in results)
+    return {s: c.get(s, 0) for s in STATUSES} | {"total": len(results)}
+
+
+def _stage_counts(results: list[Result]) -> list[dict]:
+    by_stage = defaultdict(list)
+    for r in results:
+        by_stage[r.stage].append(r)
+    order = [s for s in STAGES if s in by_stage] + sorted(set(by_stage) - set(STAGES))
+    return [{"stage": s, **_counts(by_stage[s])} for s in order]
+
+
+def _documented_throughput(bf, model: str) -> dict[tuple, list]:
+    if bf is None:
+        return {}
+    groups = defaultdict(list)
+    for b in bf.baselines:
+        if b.model == model and b.metric == "throughput_ips" and b.batch_size is not None:
+            groups[(b.device, b.device_model, b.runner, b.precision, b.weights, b.timing_scope)].append(b)
+    return dict(sorted(groups.items(), key=lambda kv: (_device_rank(kv[0][0]), str(kv[0][1:]))))
+
+
+def _throughput(results: list[Result], bf, model: str, run_label) -> dict | None:
+    measured = defaultdict(dict)
+    for r in results:
+        if r.stage == "throughput" and r.batch_size is not None:
+            measured[(r.device, _series_name(r))][r.batch_size] = r
+    documented = _documented_throughput(bf, model)
+    if not measured and not documented:
+        return None
+
+    columns, series = [], []
+    for (device, name), cells in sorted(measured.items(), key=lambda kv: (_device_rank(kv[0][0]), kv[0][1])):
+        scopes = sorted({r.timing_scope for r in cells.values() if r.timing_scope})
+        pts = {bs: r.metrics["throughput_ips"] for bs, r in cells.items()
+               if isinstance(r.metrics.get("throughput_ips"), (int, float))}
+        best = max(pts, key=pts.get) if pts else None
+        col = {"kind": "measured", "label": name, "family": device, "device": DEVICE_LABEL.get(device, device),
+               "scope": "/".join(scopes) or "not recorded", "cells": {}, "detail": "", "source": [],
+               "best": f"bs{best} ({_num(pts[best], '.2f')})" if best else "—"}
+        for bs, r in cells.items():
+            v = pts.get(bs)
+            title = [f"{r.case}: {r.status}", r.reason, f"run {run_label(r.run_id)}"]
+            verdicts = [_verdict_view(x) for x in _verdicts(r.baseline)]
+            title += [f"vs {x['id']} ({x['value']} {x['unit']}): {x['verdict']}" for x in verdicts]
+            col["cells"][bs] = {
+                "value": _num(v, ".2f") if v is not None else None, "status": r.status,
+                "scope": r.timing_scope if r.timing_scope and len(scopes) > 1 else None,
+                "vs": ", ".join(f"{x['verdict']} vs doc {x['value']}" for x in verdicts),
+                "note": r.reason if r.status in ("failed", "error") else "",
+                "title": "\n".join(t for t in title if t), "best": bs == best,
+                "unstable": bool(r.metrics.get("unstable")),
+            }
+        columns.append(col)
+        if pts:
+            series.append({"label": f"{name} ({col['scope']})", "device": device, "documented": False,
+                           "points": sorted(pts.items())})
+    for (device, device_model, runner, precision, weights, scope), entries in documented.items():
+        label = " ".join(x for x in (DEVICE_LABEL.get(device, device), device_model) if x)
+        vals = {b.batch_size: b for b in entries}
+        best = max(vals, key=lambda bs: vals[bs].value)
+        col = {"kind": "documented", "label": f"{label} (documented)", "family": device, "device": label,
+               "scope": scope or "—", "cells": {}, "best": f"bs{best} ({_doc(vals[best].value)})",
+               "detail": ", ".join(x for x in (runner, precision, f"weights {weights}" if weights else None) if x)}
+        for bs, b in vals.items():
+            src = b.source
+            title = [b.id, f"{src.document} / {src.section}", f"printed: {src.quote}" if src.quote else "",
+                     src.software or "", src.note or ""]
+            col["cells"][bs] = {"value": _doc(b.value), "status": "documented", "scope": None, "vs": "",
+                                "note": "", "title": "\n".join(" ".join(t.split()) for t in title if t),
+                                "best": bs == best, "unstable": False}
+        col["source"] = sorted({f"{b.source.document} / {b.source.section}" for b in entries})
+        columns.append(col)
+        series.append({"label": f"{label} documented ({scope or 'scope not given'})", "device": device,
+                       "documented": True, "points": sorted((bs, b.value) for bs, b in vals.items())})
+
+    # measured and documented columns of one device family side by side
+    columns.sort(key=lambda c: (_device_rank(c["family"]), c["kind"] == "documented"))
+    sizes = sorted({bs for c in columns for bs in c["cells"]})
+    rows = [{"batch_size": bs, "cells": [c["cells"].get(bs) for c in columns]} for bs in sizes]
+    claims = []
+    if bf is not None:
+        for c in bf.claims:
+            if c.model == model:
+                num = " ".join(x for x in (DEVICE_LABEL.get(c.numerator, c.numerator), c.numerator_model) if x)
+                den = " ".join(x for x in (DEVICE_LABEL.get(c.denominator, c.denominator), c.denominator_model)
+                               if x)
+                at = "each at its best batch" if c.at == "best_batch" else f"at bs{c.at}"
+                claims.append({"id": c.id, "text": f"{num} ≥ {_doc(c.min_ratio)} × {den}, {at}",
+                               "document": c.source.document, "section": c.source.section})
+    return {"columns": columns, "rows": rows, "series": series, "claims": claims}
+
+
+def _latency(results: list[Result], run_label) -> list[dict]:
+    rows = []
+    for r in results:
+        m = r.metrics
+        if r.stage != "throughput" or "latency_ms_p50" not in m:
+            continue
+        rows.append({
+            "case": r.case, "device": DEVICE_LABEL.get(r.device, r.device), "batch_size": r.batch_size,
+            "runner": " ".join(x for x in (r.runner, r.runner_version) if x), "scope": r.timing_scope or "—",
+            "throughput": _num(m.get("throughput_ips"), ".2f"), "p50": _ms(m.get("latency_ms_p50")),
+            "p90": _ms(m.get("latency_ms_p90")), "p99": _ms(m.get("latency_ms_p99")),
+            "cv": _num(100 * m["cv"], ".1f") + "%" if m.get("cv") is not None else "—",
+            "unstable": bool(m.get("unstable")), "truncated": bool(m.get("truncated")),
+            "iterations": m.get("iterations"), "warmup": m.get("warmup_iterations"),
+            "status": r.status, "run": run_label(r.run_id),
+            "_key": (_device_rank(r.device), _series_name(r), r.batch_size or 0),
+        })
+    return sorted(rows, key=lambda x: x.pop("_key"))
+
+
+def _parity(results: list[Result], run_label) -> list[dict]:
+    rows = []
+    for r in results:
+        if r.stage != "parity" or r.status == "skipped":
+            continue
+        m = r.metrics
+        rows.append({
+            "case": r.case, "format": r.artifact_format or "—", "runner": r.runner or "—",
+            "batch_size": r.batch_size, "max_abs_diff": _num(m.get("max_abs_diff"), ".3g"),
+            "max_abs_diff_rel": _num(m.get("max_abs_diff_rel"), ".3g"), "cosine": _num(m.get("cosine"), ".6f"),
+            "top1_agree": _num(100 * m["top1_agree"], ".0f") + "%" if m.get("top1_agree") is not None else "—",
+            "status": r.status, "reason": r.reason, "run": run_label(r.run_id),
+        })
+    return rows
+
+
+def _accuracy(results: list[Result], run_label) -> list[dict]:
+    rows = []
+    for r in results:
+        if r.stage != "accuracy" or r.status == "skipped":
+            continue
+        m = r.metrics
+        rows.append({
+            "case": r.case, "device": DEVICE_LABEL.get(r.device, r.device), "batch_size": r.batch_size,
+            "top1": _num(m.get("top1"), ".3f"), "top5": _num(m.get("top5"), ".3f"),
+            "num_images": m.get("num_images", "—"), "status": r.status, "reason": r.reason,
+            "baselines": [_verdict_view(v) for v in _verdicts(r.baseline)], "run": run_label(r.run_id),
+        })
+    return rows
+
+
+def _documented_accuracy(bf, model: str) -> list[dict]:
+    if bf is None:
+        return []
+    out = []
+    for b in bf.baselines:
+        if b.model == model and b.metric in ("top1", "top5"):
+            out.append({"id": b.id, "metric": b.metric, "value": _doc(b.value), "unit": b.unit,
+                        "device": " ".join(x for x in (DEVICE_LABEL.get(b.device, b.device), b.device_model) if x),
+                        "batch_size": b.batch_size or "—", "weights": b.weights or "—",
+                        "document": b.source.document, "section": b.source.section})
+    return out
+
+
+def _skip_groups(results: list[Result]) -> list[dict]:
+    groups = defaultdict(list)
+    for r in results:
+        if r.status == "skipped":
+            groups[r.reason or "(no reason recorded)"].append(r)
+    out = []
+    for reason, rs in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        stages = Counter(r.stage for r in rs)
+        out.append({"reason": reason, "count": len(rs),
+                    "stages": ", ".join(f"{s} {n}" for s, n in sorted(stages.items(),
+                                                                      key=lambda kv: STAGES.index(kv[0])
+                                                                      if kv[0] in STAGES else 99)),
+                    "cases": sorted(r.case for r in rs)})
+    return out
+
+
+def _problems(results: list[Result], run_label) -> list[dict]:
+    return [{"case": r.case, "status": r.status, "reason": r.reason,
+             "traceback": r.metrics.get("traceback", ""), "run": run_label(r.run_id)}
+            for r in results if r.status in ("failed", "error")]
+
+
+def _exports(results: list[Result]) -> list[dict]:
+    rows = []
+    for r in results:
+        if r.stage != "export":
+            continue
+        arts = r.metrics.get("artifacts") or {}
+        files = [{"batch_size": bs, "sha256": (a.get("sha256") or "")[:12], "bytes": a.get("bytes"),
+                  "export_s": _num(a.get("export_s"), ".1f") if a.get("export_s") is not None else "cached"}
+                 for bs, a in sorted(arts.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else 0)]
+        rows.append({"case": r.case, "status": r.status, "reason": r.reason, "files": files})
+    return rows
+
+
+def _environment(runs: list[dict], run_label) -> list[dict]:
+    out = []
+    for run in runs:
+        env = run.get("env") or {}
+        git = env.get("git") or {}
+        commit = git.get("commit")
+        fw = env.get("frameworks") or {}
+        devices = env.get("devices") or {}
+        out.append({
+            "label": run_label(run["run_id"]), "run_id": run["run_id"], "status": run.get("status"),
+            "started_at": run.get("started_at"), "finished_at": run.get("finished_at") or "—",
+            "argv": " ".join(run.get("argv") or []) or "—",
+            "harness": env.get("harness", "—"), "hostname": env.get("hostname", "—"),
+            "cpu_model": env.get("cpu_model", "—"), "cpu_cores": env.get("cpu_cores", "—"),
+            "os": env.get("os", "—"), "python": env.get("python", "—"),
+            "frameworks": ", ".join(f"{k} {v}" for k, v in fw.items()) or "—",
+            "devices": ", ".join(DEVICE_LABEL.get(d, d) for d, present in devices.items() if present) or "—",
+            "git": (commit[:12] + (" (dirty)" if git.get("dirty") else "")) if commit else "not a git checkout",
+        })
+    return out
+
+
+# -- chart --------------------------------------------------------------------
+def _chart_svg(model: str, series: list[dict]) -> str | None:
+    """Throughput vs batch size as inline SVG; measured solid, documented dashed."""
+    if not series:
+        return None
+    import matplotlib
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator, ScalarFormatter
+
+    # Figure + an explicit Agg canvas keep pyplot's global state (and any GUI
+    # backend the caller chose) out of it.
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"harness-{model}",
+                                "font.size": 9}):
+        fig = Figure(figsize=(7.5, 4.0), layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        palette = matplotlib.color_sequences["tab10"]
+        devices = sorted({s["device"] for s in series}, key=_device_rank)
+        color = {d: palette[i % len(palette)] for i, d in enumerate(devices)}
+        markers = itertools.cycle("osD^vP*X")
+        values, sizes = [], set()
+        for s in series:
+            xs, ys = zip(*s["points"])
+            values += ys
+            sizes.update(xs)
+            # '$' would start matplotlib mathtext inside a label
+            label = s["label"].replace("$", r"\$")
+            if s["documented"]:
+                ax.plot(xs, ys, linestyle="--", marker="x", color=color[s["device"]], label=label, alpha=0.85)
+            else:
+                ax.plot(xs, ys, linestyle="-", marker=next(markers), color=color[s["device"]], label=label,
+                        linewidth=2)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(FixedLocator(sorted(sizes)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
+        positive = [v for v in values if v > 0]
+        if positive and max(positive) / min(positive) > LOG_Y_SPREAD:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+            ax.set_ylabel("throughput, images/s (log scale)")
+        else:
+            ax.set_ylim(bottom=0)
+            ax.set_ylabel("throughput, images/s")
+        ax.set_xlabel("batch size (log2 scale)")
+        ax.set_title(f"{model}: throughput vs batch size")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False,
+                  title="solid: measured\ndashed: documented", title_fontsize=8, alignment="left")
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg",
+                    metadata={"Date": None, "Creator": None, "Type": None, "Format": None})
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg"):]
+    # the page sizes the chart; keep the viewBox, drop the fixed pt size
+    return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1 class="chart"', svg, count=1)
+
+
+# -- page ---------------------------------------------------------------------
+def build_context(store_path, baselines=None, *, run_id: str | None = None,
+                  generated_at: datetime | None = None) -> dict:
+    """Everything the template shows, as plain data (strings, numbers, lists)."""
+    bf, bf_path = _load_baselines(baselines)
+    path, all_runs, results = _read_store(store_path, run_id)
+    used = {r.run_id for r in results}
+    runs = [r for r in all_runs if r["run_id"] in used]
+    labels = {r["run_id"]: f"#{i}" for i, r in enumerate(runs, 1)}
+
+    def run_label(rid):
+        return labels.get(rid, rid or "?")
+
+    by_model = defaultdict(list)
+    for r in results:
+        by_model[r.model].append(r)
+    models = []
+    for name in _ordered_models(by_model):
+        rs = sorted(by_model[name], key=lambda r: (STAGES.index(r.stage) if r.stage in STAGES else 99,
+                                                   _device_rank(r.device), r.case))
+        tp = _throughput(rs, bf, name, run_label)
+        models.append({
+            "name": name, "counts": _counts(rs), "stages": _stage_counts(rs), "throughput": tp,
+            "chart": _chart_svg(name, tp["series"]) if tp else None,
+            "latency": _latency(rs, run_label), "parity": _parity(rs, run_label),
+            "accuracy": _accuracy(rs, run_label), "documented_accuracy": _documented_accuracy(bf, name),
+            "skipped_accuracy": [{"case": r.case, "reason": r.reason} for r in rs
+                                 if r.stage == "accuracy" and r.status == "skipped"],
+            "skips": _skip_groups(rs), "problems": _problems(rs, run_label), "exports": _exports(rs),
+        })
+    unfinished = [r["run_id"] for r in runs if r.get("status") != "finished"]
+    return {
+        "generated_at": (generated_at or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
+        "store_path": str(path.resolve()), "baselines_path": str(bf_path.resolve()) if bf_path else None,
+        "baselines_loaded": bf is not None, "run_id": run_id, "runs_in_store": len(all_runs),
+        "runs": _environment(runs, run_label), "multi_run": len(runs) > 1, "unfinished": unfinished,
+        "totals": _counts(results), "models": models,
+    }
+
+
+def _environment_jinja():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    return Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True,
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def render_report(store_path, baselines=None, *, run_id: str | None = None,
+                  generated_at: datetime | None = None) -> str:
+    """The report page as a string. `baselines`: a path to baselines.yaml, a
+    loaded BaselinesFile, or None (then only figures stored with results show)."""
+    from markupsafe import Markup
+
+    ctx = build_context(store_path, baselines, run_id=run_id, generated_at=generated_at)
+    for m in ctx["models"]:
+        # matplotlib's own output: its text is escaped by the SVG writer
+        m["chart"] = Markup(m["chart"]) if m["chart"] else None
+    return _environment_jinja().get_template("report.html.j2").render(**ctx)
+
+
+def write_report(store_path, out_path, baselines=None, *, run_id: str | None = None) -> Path:
+    """Render the report and write it to `out_path` (folders made as needed)."""
+    html = render_report(store_path, baselines, run_id=run_id)
+    out = Path(out_path)
+    if out.is_dir():
+        raise UserError("report output path is a directory", path=out, fix="name a file, e.g. report.html")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out)  # a reader never sees half a page
+    return out
