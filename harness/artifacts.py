@@ -80,7 +80,7 @@ class ArtifactCache:
         if self._fingerprint is None:
             self._fingerprint = _code_fingerprint()
         blob = json.dumps({
-            "arch": src.arch, "num_classes": src.num_classes, "seed": src.seed,
+            "arch": src.arch, "num_classes": src.num_classes, "seed": src.seed, "init": src.init,
             "checkpoint": self._ckpt_sha.get(ckpt) if ckpt else None,
             "shape": [batch_size, suite.input.channels, suite.input.size, suite.input.size],
             "format": fmt, "code": self._fingerprint,

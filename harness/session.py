@@ -87,6 +87,8 @@ class HarnessSession:
             ckpt = suite.resolve(suite.source.checkpoint)
             if ckpt is not None:
                 networks.load_checkpoint(net, ckpt)
+            elif suite.source.init == "scaled":
+                networks.reinit_well_scaled(net, suite.source.seed)
             self._nets[suite.path] = net
         return net
 

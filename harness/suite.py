@@ -43,6 +43,10 @@ class SourceSpec(_Strict):
     # kind: onnx -> the model file itself (dynamic or fixed batch)
     path: str | None = None
     seed: int = 0
+    # Random weights without a checkpoint: "scaled" (variance-preserving, so
+    # logits have a realistic scale and parity checks mean something) or
+    # "framework" (mindcv's own initialisation, whose logits nearly vanish).
+    init: Literal["scaled", "framework"] = "scaled"
 
     @model_validator(mode="after")
     def _needs(self):
