@@ -88,11 +88,17 @@ class ArtifactCache:
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
     def lookup(self, key: str, fmt: str) -> Path | None:
+        """The cached file, if present and its bytes still hash to what was recorded
+        (a file changed or damaged since is exported again, never trusted)."""
         path = self.root / key / f"model{SUFFIX[fmt]}"
         meta = self.root / key / "meta.json"
-        if path.is_file() and meta.is_file():
-            return path
-        return None
+        if not (path.is_file() and meta.is_file()):
+            return None
+        try:
+            recorded = json.loads(meta.read_text())["sha256"]
+        except (ValueError, KeyError):
+            return None
+        return path if sha256_file(path) == recorded else None
 
     def store(self, key: str, fmt: str, produce, meta: dict) -> tuple[Path, str]:
         """Run `produce(tmp_path) -> written_path` and move the result into the cache."""
