@@ -463,7 +463,15 @@ def export(net, input_shape: tuple[int, ...], fmt: str, out_path) -> pathlib.Pat
         view.set_train(False)
         dummy = ms.Tensor(np.zeros(shape, dtype=np.float32))
         try:
-            ms.export(view, dummy, file_name=str(scratch / out.name), file_format=fmt_u)
+            if fmt_u == "ONNX":
+                # Named as in the Ascend ACL pipeline (input "image", output "class"),
+                # so atc's --input_shape="image:..." works on either export. The
+                # batch stays fixed: MindSpore bakes it into Reshape constants
+                # (SE-ResNeXt's SE block), so dynamic_axes would export a broken graph.
+                ms.onnx.export(view, dummy, file_name=str(scratch / out.name), input_names=["image"],
+                               output_names=["class"])
+            else:
+                ms.export(view, dummy, file_name=str(scratch / out.name), file_format=fmt_u)
         except Exception as exc:
             raise UserError(
                 f"{fmt_u} export of {arch} at input {shape} failed: {_cause(exc)}", path=final,

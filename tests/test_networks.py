@@ -195,6 +195,7 @@ def test_onnx_export_matches_mindspore(small):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (inp,) = sess.get_inputs()
     assert list(inp.shape) == list(small["x"].shape)
+    assert inp.name == "image" and [o.name for o in sess.get_outputs()] == ["class"]
     (got,) = sess.run(None, {inp.name: small["x"]})
     assert got.shape == (1, NUM_CLASSES)
     _assert_same_logits(got, small["y"], f"{small['arch']} ONNX Runtime vs MindSpore")
