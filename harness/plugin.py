@@ -54,6 +54,27 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{name}: {text}")
 
 
+def _baselines_path(config) -> Path | None:
+    given = config.getoption("--harness-baselines")
+    if given:
+        return Path(given)
+    default = Path(config.rootpath) / "baselines.yaml"
+    return default if default.is_file() else None
+
+
+def pytest_sessionstart(session):
+    # A broken baselines file stops the run before anything is measured,
+    # with the file and the fix, instead of failing every case one by one.
+    path = _baselines_path(session.config)
+    if path is not None:
+        from harness.baselines import load_baselines
+
+        try:
+            load_baselines(path)
+        except UserError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
 def pytest_collect_file(file_path: Path, parent):
     if file_path.name == "suite.yaml":
         return SuiteFile.from_parent(parent, path=file_path)
@@ -131,10 +152,7 @@ def _session(config):
     if s is None:
         from harness.session import HarnessSession
 
-        baselines = config.getoption("--harness-baselines")
-        if baselines is None:
-            default = Path(config.rootpath) / "baselines.yaml"
-            baselines = default if default.is_file() else None
+        baselines = _baselines_path(config)
         s = HarnessSession(
             store=config.getoption("--harness-store"),
             cache=config.getoption("--harness-cache"),

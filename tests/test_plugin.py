@@ -110,3 +110,13 @@ def test_bad_suite_is_one_clear_error(project, edit, expected):
     assert str(suite) in p.stdout or "suites/toy/suite.yaml" in p.stdout
     assert expected in p.stdout, p.stdout
     assert "Traceback" not in p.stdout and "site-packages" not in p.stdout
+
+
+def test_broken_baselines_file_stops_the_run_before_measuring(project):
+    bad = write(project / "baselines.yaml", "schema_version: 1\nbaselines:\n  - id: x\n    model: nope\n")
+    store = project / "r.sqlite"
+    p = run_pytest(["suites", "-m", "cpu", "--harness-store", str(store)], cwd=project)
+    assert p.returncode == pytest.ExitCode.USAGE_ERROR
+    assert str(bad) in p.stderr and "missing required key 'metric'" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not store.exists()  # nothing was run, so no half-made run either
