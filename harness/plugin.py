@@ -88,6 +88,16 @@ def _validate(suite) -> None:
     from harness.runners import get_runner_class
 
     try:
+        if suite.source.kind == "mindcv":
+            from harness.networks import ARCHS
+
+            if suite.source.arch not in ARCHS:
+                import difflib
+
+                near = difflib.get_close_matches(suite.source.arch, ARCHS, n=1)
+                raise UserError(f"unknown source.arch {suite.source.arch!r}" + (f"; did you mean {near[0]}?" if near
+                                                                                else ""),
+                                fix=f"use one of: {', '.join(ARCHS)}")
         get_recipe(suite.input.preprocess)
         for t in suite.targets:
             cls = get_runner_class(t.runner)

@@ -87,13 +87,21 @@ def test_cli_validate_shipped_suites():
 
 
 def test_cli_bad_suite_exit_code_and_no_traceback(tmp_path):
-    write(tmp_path / "suites" / "m" / "suite.yaml", "model: m\nsource: {kind: mindcv, arch: x}\n"
-          "targets:\n  - {device: cpu, runner: onnxruntim, format: onnx}\n")
+    write(tmp_path / "suites" / "m" / "suite.yaml", "model: m\nsource: {kind: mindcv, arch: xception}\n"
+          "export: [onnx]\ntargets:\n  - {device: cpu, runner: onnxruntim, format: onnx}\n")
     p = _cli("validate", str(tmp_path / "suites"), cwd=tmp_path)
     assert p.returncode == 3
     assert "unknown runner 'onnxruntim'. Did you mean onnxruntime?" in p.stderr
     assert str(tmp_path / "suites" / "m" / "suite.yaml") in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_cli_unknown_model_name(tmp_path):
+    write(tmp_path / "suites" / "m" / "suite.yaml", "model: m\nsource: {kind: mindcv, arch: se_resnext50}\n"
+          "targets:\n  - {device: cpu, runner: onnxruntime, format: onnx}\n")
+    p = _cli("validate", str(tmp_path / "suites"), cwd=tmp_path)
+    assert p.returncode == 3
+    assert "unknown source.arch 'se_resnext50'; did you mean seresnext50_32x4d?" in p.stderr
 
 
 def test_cli_run_with_nothing_selected_is_an_error(tmp_path):
