@@ -8,6 +8,7 @@ compared with each other.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -26,7 +27,8 @@ IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp"}
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    # "shorter": scale so the shorter side is `resize` (aspect kept);
+    # "shorter": scale so the shorter side is `resize` (aspect kept; the longer
+    # side is truncated to an integer, as torchvision and MindSpore both do);
     # "square": resize to resize x resize (aspect not kept).
     resize_mode: Literal["shorter", "square"]
     resize: int
@@ -36,32 +38,103 @@ class Recipe:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     source: str
+    # Whose resize/crop arithmetic the recipe reproduces:
+    # "torchvision": PIL resampling (antialiased when shrinking), centre-crop
+    #   offset rounded (torchvision / timm / Cadene scripts);
+    # "mindspore": mindspore.dataset.vision (OpenCV-style half-pixel bilinear,
+    #   no antialiasing), centre-crop offset floored (the ModelZoo eval scripts).
+    # Shrinking a photo by 2x, the two differ by up to ~75 grey levels.
+    backend: Literal["torchvision", "mindspore"] = "torchvision"
+
+    @property
+    def params_hash(self) -> str:
+        blob = json.dumps({k: v for k, v in asdict(self).items() if k != "source"}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def golden_sha256(self) -> str:
+        """sha256 of this recipe's output on the fixed golden images.
+
+        The parameters can stay the same while the pixels change (another
+        Pillow, another resize rule in this file); the golden hash catches
+        that, so results made with different preprocessing never compare.
+        """
+        return _golden_sha256(self)
 
     @property
     def identity(self) -> str:
-        blob = json.dumps({k: v for k, v in asdict(self).items() if k != "source"}, sort_keys=True)
-        return f"{self.name}:{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+        return f"{self.name}:{self.params_hash}:{self.golden_sha256[:12]}"
 
     def __call__(self, image) -> np.ndarray:
         """PIL image -> float32 CHW array."""
-        from PIL import Image
-
-        resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[self.interpolation]
         image = image.convert("RGB")
         w, h = image.size
         if self.resize_mode == "square":
             size = (self.resize, self.resize)
         elif w <= h:
-            size = (self.resize, max(1, round(h * self.resize / w)))
+            size = (self.resize, max(1, int(h * self.resize / w)))
         else:
-            size = (max(1, round(w * self.resize / h)), self.resize)
-        image = image.resize(size, resample)
-        w, h = image.size
-        left, top = int(round((w - self.crop) / 2.0)), int(round((h - self.crop) / 2.0))
-        image = image.crop((left, top, left + self.crop, top + self.crop))
-        arr = np.asarray(image, dtype=np.float32)
+            size = (max(1, int(w * self.resize / h)), self.resize)
+        if self.backend == "mindspore":
+            if self.interpolation != "bilinear":
+                raise NotImplementedError("the mindspore backend implements bilinear only")
+            arr = _resize_bilinear_halfpixel(np.asarray(image), size[1], size[0])
+            h, w = arr.shape[:2]
+            top, left = (h - self.crop) // 2, (w - self.crop) // 2
+        else:
+            from PIL import Image
+
+            resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[self.interpolation]
+            arr = np.asarray(image.resize(size, resample))
+            h, w = arr.shape[:2]
+            top, left = int(round((h - self.crop) / 2.0)), int(round((w - self.crop) / 2.0))
+        if top < 0 or left < 0:
+            raise ValueError(f"recipe {self.name}: crop {self.crop} is larger than the resized image {w}x{h}")
+        arr = arr[top:top + self.crop, left:left + self.crop].astype(np.float32)
         arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def _resize_bilinear_halfpixel(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """uint8 HWC -> uint8 HWC, bilinear on half-pixel centres with edge clamping and no
+    antialiasing: what OpenCV's INTER_LINEAR (and so mindspore.dataset.vision.Resize)
+    computes, up to its fixed-point rounding (at most 1 grey level)."""
+    in_h, in_w = img.shape[:2]
+
+    def axis(n_out, n_in):
+        pos = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+        lo = np.floor(pos).astype(np.intp)
+        return lo, np.minimum(lo + 1, n_in - 1), (pos - lo).astype(np.float32)
+
+    y0, y1, wy = axis(out_h, in_h)
+    x0, x1, wx = axis(out_w, in_w)
+    f = img.astype(np.float32)
+    rows = f[y0] * (1 - wy)[:, None, None] + f[y1] * wy[:, None, None]
+    out = rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def golden_images() -> list[np.ndarray]:
+    """Fixed generated images (two aspect ratios, odd sizes) whose preprocessed
+    bytes identify a recipe's output."""
+    rng = np.random.default_rng(20240601)
+    out = []
+    for h, w in ((375, 500), (333, 251)):
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        img = np.stack([127 + 100 * np.sin(xx / 17.0 + c) * np.cos(yy / 23.0 - c) for c in range(3)], axis=-1)
+        img += rng.normal(0, 20, size=img.shape)
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _golden_sha256(recipe: "Recipe") -> str:
+    from PIL import Image
+
+    h = hashlib.sha256()
+    for img in golden_images():
+        h.update(np.ascontiguousarray(recipe(Image.fromarray(img)), dtype="<f4").tobytes())
+    return h.hexdigest()
 
 
 def _imagenet(scale=255.0):
@@ -76,13 +149,25 @@ def _add(recipe: Recipe) -> None:
 
 
 _add(Recipe("imagenet_resize256_crop224", "shorter", 256, 224, "bilinear", *_imagenet(),
-            source="Ascend ACL / Cadene SE-ResNeXt50 preprocess (seed 004)"))
+            source="Ascend ACL / Cadene SE-ResNeXt50 preprocess (seed 004): Resize(256) bilinear, CenterCrop(224), "
+                   "ImageNet mean/std"))
 _add(Recipe("modelzoo_seresnext50", "square", 256, 224, "bilinear", *_imagenet(),
-            source="MindSpore ModelZoo SE_ResNeXt50 eval: Resize((256,256)), CenterCrop(224)"))
+            source="MindSpore ModelZoo SE_ResNeXt50 eval: Resize((256,256)), CenterCrop(224), ImageNet mean/std x255",
+            backend="mindspore"))
 _add(Recipe("modelzoo_xception", "shorter", 320, 299, "bilinear", (127.5,) * 3, (127.5,) * 3,
-            source="MindSpore ModelZoo Xception eval: Resize(320), CenterCrop(299), Normalize(127.5, 127.5)"))
+            source="MindSpore ModelZoo Xception eval: Resize(320), CenterCrop(299), Normalize(127.5, 127.5)",
+            backend="mindspore"))
 _add(Recipe("modelzoo_efficientnet_b0", "shorter", 255, 224, "bilinear", (127.5,) * 3, (127.5,) * 3,
-            source="MindSpore ModelZoo EfficientNet-B0 eval: Resize(255), CenterCrop(224), Normalize(127.5, 127.5)"))
+            source="MindSpore ModelZoo EfficientNet-B0 eval: Resize(255), CenterCrop(224), Normalize(127.5, 127.5)",
+            backend="mindspore"))
+# timm's eval transform: Resize(floor(crop / crop_pct)), CenterCrop(crop), the
+# model's mean/std and interpolation (its pretrained_cfg).
+_add(Recipe("timm_legacy_seresnext50_32x4d", "shorter", 256, 224, "bilinear", *_imagenet(),
+            source="timm legacy_seresnext50_32x4d pretrained_cfg: crop_pct 0.875, bilinear, ImageNet mean/std"))
+_add(Recipe("timm_legacy_xception", "shorter", 333, 299, "bicubic", (127.5,) * 3, (127.5,) * 3,
+            source="timm legacy_xception pretrained_cfg: crop_pct 0.8975, bicubic, mean/std 0.5"))
+_add(Recipe("timm_efficientnet_b0", "shorter", 256, 224, "bicubic", *_imagenet(),
+            source="timm efficientnet_b0 pretrained_cfg: crop_pct 0.875, bicubic, ImageNet mean/std"))
 
 
 def get_recipe(name: str, size: int | None = None) -> Recipe:
@@ -96,7 +181,8 @@ def get_recipe(name: str, size: int | None = None) -> Recipe:
     r = RECIPES[name]
     if size is not None and size != r.crop:
         resize = max(size, round(r.resize * size / r.crop))
-        r = Recipe(f"{r.name}@{size}", r.resize_mode, resize, size, r.interpolation, r.mean, r.std, r.source)
+        r = Recipe(f"{r.name}@{size}", r.resize_mode, resize, size, r.interpolation, r.mean, r.std, r.source,
+                   r.backend)
     return r
 
 
@@ -140,31 +226,85 @@ def synthetic_dataset(num_images: int, num_classes: int, seed: int = 0, min_side
 
 
 def image_folder(root: str | Path, limit: int | None = None) -> list[Sample]:
-    """Class-folder layout: the label is the folder's index in sorted order."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError("dataset folder not found", path=root, fix="set dataset.path in the suite to an existing folder")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if not classes:
-        raise UserError("dataset folder has no class sub-folders", path=root,
-                        fix="use the layout root/<class>/<image>.JPEG")
-    samples = []
-    for label, cls in enumerate(classes):
-        for p in sorted((root / cls).iterdir()):
-            if p.suffix.lower() in IMAGE_SUFFIXES:
-                samples.append(Sample(f"{cls}/{p.name}", label, path=p))
-    if not samples:
-        raise UserError("dataset folder holds no images", path=root, fix="check dataset.path")
+    """Class-folder layout: the label is the folder's index in sorted order
+    (see :mod:`harness.datasets` for the checked layouts, subsets and completeness)."""
+    from harness.datasets import image_folder as _image_folder
+
+    samples = _image_folder(root).samples
     return samples[:limit] if limit else samples
 
 
-def batches(samples: list[Sample], recipe: Recipe, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+def preprocessed(samples: list[Sample], recipe: Recipe, *, workers: int = 0, lookahead: int = 16):
+    """Yield (sample, CHW array or the UserError it raised), in order.
+
+    With ``workers`` > 0, decoding and preprocessing run in a thread pool
+    (Pillow and numpy release the GIL) at most ``lookahead`` images ahead of
+    the consumer, so they overlap inference and memory stays flat in the
+    dataset's size.
+    """
+    def one(s: Sample):
+        try:
+            return recipe(s.open())
+        except UserError as exc:
+            return exc
+
+    if workers <= 0:
+        for s in samples:
+            yield s, one(s)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        it = iter(samples)
+        for s in it:
+            pending.append((s, pool.submit(one, s)))
+            if len(pending) >= lookahead:
+                break
+        while pending:
+            s, fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(one, nxt)))
+            yield s, fut.result()
+
+
+def batches(samples: list[Sample], recipe: Recipe, batch_size: int, *, on_corrupt: str = "error",
+            skipped: list | None = None, workers: int = 0, source=None
+            ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
     """Yield (inputs, labels, n_real). The last batch is padded with zeros to
-    `batch_size` for fixed-batch models; only its first n_real rows count."""
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start:start + batch_size]
-        x = np.stack([recipe(s.open()) for s in chunk])
-        n = len(chunk)
+    `batch_size` for fixed-batch models; only its first n_real rows count.
+
+    An unreadable image raises :class:`UserError` naming it; with
+    ``on_corrupt="skip"`` it is left out and appended, with the reason, to
+    ``skipped`` (never dropped silently). ``source`` (an iterable of
+    (sample, array)) replaces decoding, e.g. a preprocessed-input cache.
+    """
+    if on_corrupt not in ("error", "skip"):
+        raise UserError(f"unknown on_corrupt policy {on_corrupt!r}", fix="use 'error' or 'skip'")
+    stream = source if source is not None else preprocessed(samples, recipe, workers=workers,
+                                                            lookahead=max(16, 2 * batch_size))
+    xs, ys = [], []
+
+    def emit():
+        x = np.stack(xs)
+        n = len(xs)
         if n < batch_size:
             x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)])
-        yield x, np.array([s.label for s in chunk], np.int64), n
+        return x, np.array(ys, np.int64), n
+
+    for s, arr in stream:
+        if isinstance(arr, Exception):
+            if on_corrupt == "skip":
+                if skipped is not None:
+                    skipped.append((s.name, str(arr).split("\n")[0]))
+                continue
+            raise arr
+        xs.append(arr)
+        ys.append(s.label)
+        if len(xs) == batch_size:
+            yield emit()
+            xs, ys = [], []
+    if xs:
+        yield emit()

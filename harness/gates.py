@@ -38,3 +38,29 @@ def hold(value: float, baseline, *, timing_scope: str | None = None) -> dict:
     out["reason"] = (f"{baseline.metric} {value:.4g} {'meets' if ok else 'misses'} {cmp} {limit:.4g} "
                      f"({baseline.id} = {baseline.value:g} {baseline.unit}, {src.document} / {src.section})")
     return out
+
+
+#: MLPerf inference's accuracy rule for image classification: a result passes
+#: at >= 99% of the FP32 reference Top-1.
+MLPERF_FRACTION = 0.99
+
+
+def hold_mlperf(value: float, baseline, fraction: float = MLPERF_FRACTION) -> dict:
+    """Verdict of ``value`` under MLPerf's rule (>= ``fraction`` x the reference figure)."""
+    src = baseline.source
+    limit = fraction * baseline.value
+    ok = value >= limit
+    return {
+        "id": baseline.id,
+        "rule": f"mlperf>={fraction:.0%}",
+        "metric": baseline.metric,
+        "value": baseline.value,
+        "unit": baseline.unit,
+        "measured": value,
+        "source": {"document": src.document, "section": src.section},
+        "tolerance": {"fraction": fraction},
+        "verdict": "pass" if ok else "fail",
+        "reason": (f"{baseline.metric} {value:.4g} {'meets' if ok else 'misses'} >= {limit:.4g} "
+                   f"(MLPerf rule: {fraction:.0%} of {baseline.id} = {baseline.value:g} {baseline.unit}, "
+                   f"{src.document} / {src.section})"),
+    }

@@ -337,8 +337,19 @@ def count_trainable_params(net) -> int:
 
 
 def predict(net, x):
-    """Logits of ``net`` for ``x`` (float32 NCHW numpy array), as numpy."""
+    """Logits of ``net`` for ``x`` (float32 NCHW numpy array), as numpy.
+
+    ``net`` may also be a torch module (a ``kind: pytorch`` source's reference).
+    """
+    import sys
+
     import numpy as np
+
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(net, torch.nn.Module):
+        from harness import torch_source
+
+        return torch_source.predict(net, x)
     import mindspore as ms
 
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -360,14 +371,18 @@ def _key_list(keys: list[str], limit: int = 10) -> str:
 
 
 def load_checkpoint(net, path) -> None:
-    """Load a MindSpore ``.ckpt`` into ``net``; every key must match by name and shape.
+    """Load weights into ``net``: a MindSpore ``.ckpt`` with mindcv names, or a
+    PyTorch ``.pth`` with timm/Cadene names (renamed by :mod:`harness.checkpoints`).
 
-    Optimizer and step bookkeeping stored by training (``moments.*``,
-    ``global_step``, ``learning_rate`` ...) is ignored; anything else the
-    network lacks, anything it has that the file lacks, and any shape mismatch
-    raises :class:`UserError` naming the file and the keys.
+    Every key must match by name and shape. Optimizer and step bookkeeping
+    stored by training (``moments.*``, ``global_step``, ``learning_rate`` ...)
+    is ignored; anything else the network lacks, anything it has that the
+    file lacks, and any shape mismatch raises :class:`UserError` naming the
+    file and the keys.
     """
     import mindspore as ms
+
+    from harness import checkpoints
 
     path = pathlib.Path(path)
     arch = _arch_of(net)
@@ -378,43 +393,9 @@ def load_checkpoint(net, path) -> None:
         )
     if not path.is_file():
         raise UserError(f"checkpoint path is not a file (for {arch})", path=path,
-                        fix="give the path of a MindSpore .ckpt file")
-    try:
-        params = ms.load_checkpoint(str(path))
-    except Exception as exc:  # truncated, corrupt, not a checkpoint at all
-        raise UserError(
-            f"cannot read MindSpore checkpoint (truncated or corrupt?): {_cause(exc, 300)}", path=path,
-            fix="re-copy or re-create the file; it must be a complete .ckpt written by mindspore.save_checkpoint",
-        ) from None
-    if not params:
-        raise UserError("checkpoint holds no parameters", path=path,
-                        fix="re-create the file with mindspore.save_checkpoint")
-
-    own = {p.name: p for p in net.get_parameters()}
-    missing = [k for k in own if k not in params]
-    unexpected = [k for k in params if k not in own and not k.startswith(_TRAINING_STATE_PREFIXES)]
-    mismatched = [
-        f"{k} (file {tuple(params[k].shape)}, network {tuple(own[k].shape)})"
-        for k in own
-        if k in params and tuple(params[k].shape) != tuple(own[k].shape)
-    ]
-    problems = []
-    if missing and len(missing) == len(own):
-        problems.append("none of the network's parameters is in the file (a checkpoint of another architecture?)")
-    if missing:
-        problems.append(f"missing keys {_key_list(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {_key_list(unexpected)}")
-    if mismatched:
-        problems.append(f"wrong shapes {_key_list(mismatched)}")
-    if problems:
-        raise UserError(
-            f"checkpoint does not fit {arch} ({len(own)} parameters): " + "; ".join(problems),
-            path=path,
-            fix=f"use a checkpoint of {arch} with the same num_classes "
-                "(convert timm weights with the harness converter if they come from PyTorch)",
-        )
-    wanted = {k: params[k] for k in own}
+                        fix="give the path of a MindSpore .ckpt or PyTorch .pth file")
+    wanted = checkpoints.read_for(net, path, ignore=_TRAINING_STATE_PREFIXES)
+    wanted = {k: ms.Parameter(ms.Tensor(v), name=k) for k, v in wanted.items()}
     not_loaded = ms.load_param_into_net(net, wanted, strict_load=True)
     not_loaded = not_loaded[0] if isinstance(not_loaded, tuple) else not_loaded
     if not_loaded:
