@@ -15,7 +15,7 @@ FRAMEWORKS = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxruntime-ca
               "torch", "timm", "ais_bench")
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -23,6 +23,9 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+_cpu_model = cpu_model  # older name
 
 
 def _git(root: Path) -> dict:
@@ -52,12 +55,14 @@ def capture(root: str | None = None) -> dict:
     return {
         "harness": harness.__version__,
         "hostname": platform.node(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "os": platform.platform(),
         "python": platform.python_version(),
         "frameworks": versions,
         "devices": {k: v for k, v in devices.present.items() if v},
         "device_details": devices.details,
+        # npu-smi chips/driver/firmware, CANN, nvidia-smi GPUs, ORT providers, MindSpore backends
+        "device_env": devices.as_env(),
         "git": _git(Path(root) if root else Path.cwd()),
     }

@@ -1,5 +1,9 @@
 """MindSpore on CPU, GPU or Ascend 910: the framework network itself
-("native") or an exported MINDIR loaded into a GraphCell."""
+("native") or an exported MINDIR loaded into a GraphCell.
+
+MindSpore fixes its device target once per process, so a process runs
+MindSpore cases of one device family (pytest -m ascend910, -m gpu, -m cpu).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,29 @@ from harness.errors import UserError
 from harness.runners.base import Runner
 
 DEVICE_TARGET = {"cpu": "CPU", "gpu": "GPU", "ascend910": "Ascend", "ascend310": "Ascend", "ascend310p": "Ascend"}
+PACKAGE_HINT = {
+    "GPU": "install a MindSpore build with the GPU backend and a matching CUDA (see mindspore.cn/install)",
+    "Ascend": "install MindSpore for Ascend and source /usr/local/Ascend/ascend-toolkit/set_env.sh",
+}
+
+
+def check_target(device: str, available: list[str] | None = None, *, cann=None) -> str:
+    """The MindSpore device target for a harness device family, or a UserError
+    saying why this installation cannot run it."""
+    from harness import devices
+
+    if device not in DEVICE_TARGET:
+        raise UserError(f"MindSpore has no device target for {device!r}", fix=f"use one of {', '.join(DEVICE_TARGET)}")
+    target = DEVICE_TARGET[device]
+    available = devices.mindspore_targets() if available is None else available
+    if not available:
+        raise UserError("MindSpore is not installed", fix="pip install mindspore")
+    if target not in available:
+        raise UserError(f"this MindSpore build has no {target} backend (it has {', '.join(available)})",
+                        fix=PACKAGE_HINT[target])
+    if target == "Ascend":
+        (cann or devices.require_cann)()
+    return target
 
 
 class MindSporeRunner(Runner):
@@ -21,9 +48,14 @@ class MindSporeRunner(Runner):
 
         from harness.networks import set_context
 
-        set_context(DEVICE_TARGET[self.device])
+        target = check_target(self.device)
+        set_context(target)
         if self.device != "cpu":
-            ms.set_context(device_id=self.device_id)
+            try:
+                ms.set_context(device_id=self.device_id)
+            except (RuntimeError, ValueError) as exc:
+                raise UserError(f"MindSpore cannot use {target} device {self.device_id}: {exc}",
+                                fix="check device_id in the suite against npu-smi info / nvidia-smi") from None
         if isinstance(artifact, (str, Path)):
             try:
                 self.net = nn.GraphCell(ms.load(str(artifact)))

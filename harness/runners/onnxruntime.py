@@ -1,11 +1,18 @@
 """ONNX Runtime on CPU, and on GPU (CUDA, TensorRT) or Ascend (CANN) through
-their execution providers."""
+their execution providers.
+
+Providers are chosen per target: `options.providers` in the suite (a list,
+best first), else the device family's default below. ONNX Runtime silently
+falls back to the CPU when an accelerator's provider fails to load (a
+missing CUDA or CANN library); the runner refuses that instead, so a "GPU"
+figure is never a CPU one. Per-provider settings go in
+`options.provider_options: {ProviderName: {key: value}}`; precision fp16
+turns on TensorRT's fp16 mode and CANN's `precision_mode`.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 
-import numpy as np
 
 from harness.errors import UserError
 from harness.runners.base import Runner
@@ -26,6 +33,43 @@ PROVIDER_PACKAGE = {
 }
 
 
+KNOWN_PROVIDERS = ("CPUExecutionProvider", *PROVIDER_PACKAGE)
+
+
+def provider_options_for(provider: str, device_id: int, precision: str, extra: dict | None = None) -> dict:
+    """Options one provider is created with."""
+    if provider == "CPUExecutionProvider":
+        opts: dict = {}
+    else:
+        opts = {"device_id": str(device_id)}
+    if precision == "fp16":
+        if provider == "TensorrtExecutionProvider":
+            opts["trt_fp16_enable"] = "True"
+        elif provider == "CANNExecutionProvider":
+            opts["precision_mode"] = "force_fp16"
+    opts.update({k: str(v) for k, v in (extra or {}).items()})
+    return opts
+
+
+def choose_providers(device: str, wanted: list[str] | None, available: list[str]) -> list[str]:
+    """The providers to ask for, best first, or a UserError naming the package."""
+    wanted = list(wanted or PROVIDERS[device])
+    unknown = [p for p in wanted if p not in KNOWN_PROVIDERS]
+    if unknown:
+        raise UserError(f"unknown ONNX Runtime provider(s) {unknown}",
+                        fix=f"use some of: {', '.join(KNOWN_PROVIDERS)}")
+    chosen = [p for p in wanted if p in available]
+    if not chosen:
+        pkgs = sorted({PROVIDER_PACKAGE.get(p, "onnxruntime") for p in wanted})
+        raise UserError(
+            f"ONNX Runtime has none of {wanted} for device {device!r} (available: {available})",
+            fix=f"install {' or '.join(pkgs)} on this host (in place of the plain onnxruntime package)")
+    if device != "cpu" and chosen == ["CPUExecutionProvider"]:
+        raise UserError(f"device {device!r} asked for, but the only provider available is the CPU's",
+                        fix=f"install {PROVIDER_PACKAGE[PROVIDERS[device][0]]}")
+    return chosen
+
+
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
     formats = ("onnx",)
@@ -33,20 +77,12 @@ class OnnxRuntimeRunner(Runner):
     def load(self, artifact, input_shape):
         import onnxruntime as ort
 
-        wanted = self.options.get("providers") or PROVIDERS[self.device]
-        available = ort.get_available_providers()
-        chosen = [p for p in wanted if p in available]
-        if not chosen:
-            pkgs = sorted({PROVIDER_PACKAGE.get(p, "onnxruntime") for p in wanted})
-            raise UserError(
-                f"ONNX Runtime has none of {wanted} for device {self.device!r} (available: {available})",
-                fix=f"install {' or '.join(pkgs)} on this host")
+        chosen = choose_providers(self.device, self.options.get("providers"), ort.get_available_providers())
         opts = ort.SessionOptions()
         if "intra_op_num_threads" in self.options:
             opts.intra_op_num_threads = int(self.options["intra_op_num_threads"])
-        provider_options = [
-            {"device_id": str(self.device_id)} if p != "CPUExecutionProvider" else {} for p in chosen
-        ]
+        extra = self.options.get("provider_options") or {}
+        provider_options = [provider_options_for(p, self.device_id, self.precision, extra.get(p)) for p in chosen]
         try:
             self.session = ort.InferenceSession(str(artifact), opts, providers=chosen,
                                                 provider_options=provider_options)
@@ -54,6 +90,12 @@ class OnnxRuntimeRunner(Runner):
             raise UserError(f"ONNX Runtime could not load the model: {exc}", path=artifact,
                             fix="re-export the model (delete the cached artifact) or check the file") from None
         self.providers = self.session.get_providers()
+        accelerators = [p for p in chosen if p != "CPUExecutionProvider"]
+        if accelerators and not any(p in self.providers for p in accelerators):
+            raise UserError(f"ONNX Runtime fell back to {self.providers} although {accelerators} were asked for "
+                            f"(the provider failed to load on device {self.device_id})", path=artifact,
+                            fix="check the CUDA/cuDNN/TensorRT or CANN libraries the provider needs "
+                                "(its warning above names the missing one)")
         self.input_name = self.session.get_inputs()[0].name
         declared = self.session.get_inputs()[0].shape
         if isinstance(declared[0], int) and declared[0] != input_shape[0]:
