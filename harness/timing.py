@@ -10,7 +10,7 @@ asynchronous runtimes are measured to completion.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -51,6 +51,12 @@ class Timing:
     unstable: bool
     # True when max_duration_s stopped the run before min_iterations
     truncated: bool
+    # Every timed iteration's latency (ms, in timing order). Kept so the
+    # history gate can test a change for significance on the samples
+    # themselves (Mann-Whitney U: latencies are skewed and heavy-tailed, so a
+    # rank test beats a t-test on the mean); results stored before this field
+    # existed fall back to a Welch t-test on the summary (mean, std, n).
+    latencies_ms: list[float] = field(default_factory=list)
 
     def as_metrics(self) -> dict:
         return asdict(self)
@@ -89,6 +95,7 @@ def summarize(latencies_s, *, batch_size: int, timing_scope: str, warmup_iterati
         cv=cv,
         unstable=bool(cv >= UNSTABLE_CV),
         truncated=truncated,
+        latencies_ms=[round(float(x) * 1e3, 6) for x in lat],
     )
 
 

@@ -104,7 +104,7 @@ def _load_baselines(baselines):
 
 
 def _read_store(store_path, run_id: str | None):
-    from harness.store import Store
+    from harness.regression import load_history, run_order
 
     if store_path is None:
         raise UserError("no results store given", fix="pass the store path (e.g. .harness/results.sqlite)")
@@ -113,19 +113,20 @@ def _read_store(store_path, run_id: str | None):
         # Store(create=False) would say so too, but a directory passes its check.
         raise UserError("results store not found", path=path,
                         fix="run the suites first, or pass the path of an existing results file")
-    store = Store(path, create=False)
-    try:
-        runs = store.runs()
-        if run_id is not None:
-            if run_id not in {r["run_id"] for r in runs}:
-                known = ", ".join(r["run_id"] for r in runs[-5:]) or "none"
-                raise UserError(f"run {run_id!r} is not in the store (latest runs: {known})", path=path)
-            results = store.results(run_id=run_id)
-        else:
-            results = store.latest_results()
-    finally:
-        store.close()
-    return path, runs, results
+    # read-only: a foreign or newer file is refused and never modified
+    history = load_history([path])
+    runs = sorted(history.runs.values(), key=run_order)
+    if run_id is not None:
+        if run_id not in history.runs:
+            known = ", ".join(r["run_id"] for r in runs[-5:]) or "none"
+            raise UserError(f"run {run_id!r} is not in the store (latest runs: {known})", path=path)
+        results = history.run_results([run_id])
+    else:
+        latest: dict[tuple[str, str], Result] = {}
+        for r in history.results:  # store order: the newest result of each (model, case) wins
+            latest[(r.model, r.case)] = r
+        results = list(latest.values())
+    return path, runs, results, history
 
 
 # -- sections -----------------------------------------------------------------
@@ -344,9 +345,22 @@ def _environment(runs: list[dict], run_label) -> list[dict]:
     return out
 
 
+def _latency_series(results: list[Result]) -> list[dict]:
+    pts = defaultdict(dict)
+    for r in results:
+        v = r.metrics.get("latency_ms_p50")
+        if r.stage == "throughput" and r.batch_size and isinstance(v, (int, float)) and r.status in ("passed",
+                                                                                                   "failed"):
+            pts[(r.device, _series_name(r), r.timing_scope)][r.batch_size] = v
+    return [{"label": f"{name} ({scope or 'scope not recorded'})", "device": device, "documented": False,
+             "points": sorted(p.items())}
+            for (device, name, scope), p in sorted(pts.items(), key=lambda kv: (_device_rank(kv[0][0]), kv[0][1]))]
+
+
 # -- chart --------------------------------------------------------------------
-def _chart_svg(model: str, series: list[dict]) -> str | None:
-    """Throughput vs batch size as inline SVG; measured solid, documented dashed."""
+def _chart_svg(model: str, series: list[dict], *, quantity: str = "throughput",
+               unit: str = "images/s") -> str | None:
+    """A quantity vs batch size as inline SVG; measured solid, documented dashed."""
     if not series:
         return None
     import matplotlib
@@ -386,15 +400,16 @@ def _chart_svg(model: str, series: list[dict]) -> str | None:
         if positive and max(positive) / min(positive) > LOG_Y_SPREAD:
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-            ax.set_ylabel("throughput, images/s (log scale)")
+            ax.set_ylabel(f"{quantity}, {unit} (log scale)")
         else:
             ax.set_ylim(bottom=0)
-            ax.set_ylabel("throughput, images/s")
+            ax.set_ylabel(f"{quantity}, {unit}")
         ax.set_xlabel("batch size (log2 scale)")
-        ax.set_title(f"{model}: throughput vs batch size")
+        ax.set_title(f"{model}: {quantity} vs batch size")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False,
-                  title="solid: measured\ndashed: documented", title_fontsize=8, alignment="left")
+                  title="solid: measured\ndashed: documented" if any(x["documented"] for x in series) else None,
+                  title_fontsize=8, alignment="left")
         buf = io.StringIO()
         fig.savefig(buf, format="svg",
                     metadata={"Date": None, "Creator": None, "Type": None, "Format": None})
@@ -409,7 +424,14 @@ def build_context(store_path, baselines=None, *, run_id: str | None = None,
                   generated_at: datetime | None = None) -> dict:
     """Everything the template shows, as plain data (strings, numbers, lists)."""
     bf, bf_path = _load_baselines(baselines)
-    path, all_runs, results = _read_store(store_path, run_id)
+    from harness.reports import views
+    from harness.regression import evaluate
+
+    path, all_runs, results, history = _read_store(store_path, run_id)
+    try:
+        outcome = evaluate(history, candidate_runs=[run_id] if run_id else None)
+    except UserError:
+        outcome = None  # e.g. a pinned run that is unfinished: the gate row says skip
     used = {r.run_id for r in results}
     runs = [r for r in all_runs if r["run_id"] in used]
     labels = {r["run_id"]: f"#{i}" for i, r in enumerate(runs, 1)}
@@ -425,7 +447,12 @@ def build_context(store_path, baselines=None, *, run_id: str | None = None,
         rs = sorted(by_model[name], key=lambda r: (STAGES.index(r.stage) if r.stage in STAGES else 99,
                                                    _device_rank(r.device), r.case))
         tp = _throughput(rs, bf, name, run_label)
+        claims, claims_note = views.claim_views(name, bf, rs)
         models.append({
+            "latency_chart": _chart_svg(name, _latency_series(rs), quantity="latency p50", unit="ms"),
+            "ratios": views.ratio_table(tp, run_label), "claim_verdicts": claims, "claims_note": claims_note,
+            "gates": views.gate_rows(name, rs, outcome, claims, claims_note),
+            "history": views.history_rows(name, history.results, history.runs, run_label),
             "name": name, "counts": _counts(rs), "stages": _stage_counts(rs), "throughput": tp,
             "chart": _chart_svg(name, tp["series"]) if tp else None,
             "latency": _latency(rs, run_label), "parity": _parity(rs, run_label),
@@ -441,6 +468,8 @@ def build_context(store_path, baselines=None, *, run_id: str | None = None,
         "baselines_loaded": bf is not None, "run_id": run_id, "runs_in_store": len(all_runs),
         "runs": _environment(runs, run_label), "multi_run": len(runs) > 1, "unfinished": unfinished,
         "totals": _counts(results), "models": models,
+        "history_runs": len(history.runs),
+        "notices": [c.notice for c in outcome.comparisons if c.notice] if outcome else [],
     }
 
 
@@ -461,6 +490,9 @@ def render_report(store_path, baselines=None, *, run_id: str | None = None,
     for m in ctx["models"]:
         # matplotlib's own output: its text is escaped by the SVG writer
         m["chart"] = Markup(m["chart"]) if m["chart"] else None
+        m["latency_chart"] = Markup(m["latency_chart"]) if m["latency_chart"] else None
+        for h in m["history"]:
+            h["spark"] = Markup(h["spark"])  # built from formatted floats only (views.sparkline)
     return _environment_jinja().get_template("report.html.j2").render(**ctx)
 
 

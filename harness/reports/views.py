@@ -1,0 +1,214 @@
+"""Report sections over history: gate verdicts, cross-device ratios, claims,
+and each metric over runs.
+
+Plain data for the template; every number is a stored measurement (or a
+ratio of two stored measurements), formatted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from harness.results import Result
+
+HISTORY_METRICS = (("throughput_ips", "images/s", ".2f"), ("latency_ms_p50", "ms p50", ".3g"),
+                   ("top1", "top-1 %", ".3f"), ("top5", "top-5 %", ".3f"))
+SPARK_W, SPARK_H = 160, 28
+
+
+def sparkline(values: list[float], *, higher_is_better: bool) -> str:
+    """A tiny inline SVG polyline. Drawn by hand rather than with matplotlib:
+    a full report holds hundreds of them (3 models x 5 devices x 6 batches x
+    2 metrics), where one matplotlib figure each would take seconds and
+    megabytes."""
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    n = len(values)
+    pts = [(2 + (SPARK_W - 4) * (i / (n - 1) if n > 1 else 0.5), SPARK_H - 3 - (SPARK_H - 6) * (v - lo) / span)
+           for i, v in enumerate(values)]
+    poly = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
+    last_x, last_y = pts[-1]
+    best = max if higher_is_better else min
+    bx, by = pts[values.index(best(values))]
+    return (f'<svg class="spark" viewBox="0 0 {SPARK_W} {SPARK_H}" width="{SPARK_W}" height="{SPARK_H}" '
+            f'role="img" aria-label="{n} runs"><polyline fill="none" stroke="#3572b0" stroke-width="1.5" '
+            f'points="{poly}"/><circle cx="{bx:.1f}" cy="{by:.1f}" r="2.2" fill="#2e7d32"/>'
+            f'<circle cx="{last_x:.1f}" cy="{last_y:.1f}" r="2.5" fill="#c62828"/></svg>')
+
+
+def history_rows(model: str, results: list[Result], runs: dict, run_label) -> list[dict]:
+    """One row per (identity, metric): the metric over every run that measured it."""
+    from harness.regression import METRIC_DIRECTION, run_order
+
+    series = defaultdict(list)
+    for r in results:
+        if r.model != model or r.status not in ("passed", "failed"):
+            continue
+        for metric, unit, spec in HISTORY_METRICS:
+            v = r.metrics.get(metric)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                series[(r.identity_key, metric)].append(r)
+    rows = []
+    for (key, metric), rs in series.items():
+        rs.sort(key=lambda r: (run_order(runs.get(r.run_id, {})), r.created_at))
+        unit, spec = next((u, s) for m, u, s in HISTORY_METRICS if m == metric)
+        vals = [float(r.metrics[metric]) for r in rs]
+        last = rs[-1]
+        clean = [r for r in rs if runs.get(r.run_id, {}).get("status") == "finished"]
+        higher = METRIC_DIRECTION[metric] == "higher"
+        rows.append({
+            "case": last.case, "device": last.device, "batch_size": last.batch_size or 0, "metric": metric,
+            "unit": unit, "runs": len(vals), "unclean": len(rs) - len(clean),
+            "first": format(vals[0], spec), "latest": format(vals[-1], spec),
+            "best": format(max(vals) if higher else min(vals), spec),
+            "worst": format(min(vals) if higher else max(vals), spec),
+            "latest_run": run_label(last.run_id), "spark": sparkline(vals, higher_is_better=higher),
+            "identity": key,
+        })
+    order = {m: i for i, (m, _, _) in enumerate(HISTORY_METRICS)}
+    return sorted(rows, key=lambda r: (order[r["metric"]], r["device"], r["case"]))
+
+
+def ratio_table(throughput: dict | None, label) -> dict | None:
+    """Measured throughput of each device over every other device's (same
+    timing scope), per batch size and at each one's best batch."""
+    if not throughput:
+        return None
+    cols = [c for c in throughput["columns"] if c["kind"] == "measured"]
+    pairs = []
+    for i, a in enumerate(cols):
+        for b in cols[i + 1:]:
+            if a["family"] != b["family"] and a["scope"] == b["scope"]:
+                pairs.append((b, a) if b["family"] > a["family"] else (a, b))
+    if not pairs:
+        return None
+    sizes = [row["batch_size"] for row in throughput["rows"]]
+
+    def value(col, bs):
+        cell = col["cells"].get(bs)
+        try:
+            return float(cell["value"]) if cell and cell.get("value") is not None else None
+        except (TypeError, ValueError):
+            return None
+    rows = []
+    for bs in sizes:
+        cells = []
+        for a, b in pairs:
+            va, vb = value(a, bs), value(b, bs)
+            cells.append(f"{va / vb:.3f}" if va is not None and vb else "—")
+        rows.append({"label": f"bs{bs}", "cells": cells})
+    best = []
+    for a, b in pairs:
+        ba = max((v for v in (value(a, bs) for bs in sizes) if v is not None), default=None)
+        bb = max((v for v in (value(b, bs) for bs in sizes) if v is not None), default=None)
+        best.append(f"{ba / bb:.3f}" if ba is not None and bb else "—")
+    rows.append({"label": "best batch", "cells": best})
+    return {"headers": [f"{a['label']} / {b['label']}" for a, b in pairs], "rows": rows}
+
+
+def claim_views(model: str, bf, latest: list[Result]) -> tuple[list[dict], str | None]:
+    """Published and measured claim verdicts via harness.claims (a sibling
+    module that may not be installed yet)."""
+    if bf is None or not any(c.model == model for c in bf.claims):
+        return [], None
+    try:
+        from harness import claims as claims_mod
+    except ImportError:
+        return [], "claims not evaluated: harness.claims is not available in this installation"
+    out = []
+    try:
+        verdicts = list(claims_mod.evaluate_published(bf)) + list(claims_mod.evaluate_claims(latest, bf.claims))
+    except Exception as exc:  # a sibling module's bug must not cost the whole report
+        return [], f"claims not evaluated: {type(exc).__name__}: {exc}"
+    for v in verdicts:
+        if v.model != model:
+            continue
+        src = v.source if isinstance(v.source, dict) else getattr(v.source, "__dict__", {}) or {}
+        out.append({"id": v.claim_id, "origin": v.origin, "verdict": v.verdict, "reason": v.reason,
+                    "text": f"{_dev(v.numerator)} ≥ {v.min_ratio:g} × {_dev(v.denominator)}, "
+                            + ("each at its best batch" if v.at == "best_batch" else f"at bs{v.at}"),
+                    "ratio": f"{v.ratio:.4f}" if isinstance(v.ratio, (int, float)) else "—",
+                    "num": (f"{v.numerator_value:.6g} (bs{v.numerator_batch})"
+                            if isinstance(v.numerator_value, (int, float)) else "—"),
+                    "den": (f"{v.denominator_value:.6g} (bs{v.denominator_batch})"
+                            if isinstance(v.denominator_value, (int, float)) else "—"),
+                    "document": src.get("document", ""), "section": src.get("section", "")})
+    out.sort(key=lambda c: (c["origin"] != "measured", c["id"]))
+    return out, None
+
+
+def _dev(name: str) -> str:
+    from harness.reports.html import DEVICE_LABEL
+
+    return DEVICE_LABEL.get(name, name)
+
+
+def _verdicts(baseline: dict | None) -> list[dict]:
+    if not baseline:
+        return []
+    return list(baseline["all"]) if "all" in baseline else [baseline]
+
+
+def gate_rows(model: str, latest: list[Result], outcome, claims: list[dict], claims_note: str | None) -> list[dict]:
+    """pass / fail / skip per gate, each with its reason."""
+    rows = []
+    for stage, name in (("accuracy", "accuracy vs documented baselines"),
+                        ("throughput", "throughput vs documented baselines")):
+        vs = [v for r in latest if r.stage == stage for v in _verdicts(r.baseline)]
+        fails = [v for v in vs if v.get("verdict") == "fail"]
+        passes = [v for v in vs if v.get("verdict") == "pass"]
+        nc = len(vs) - len(fails) - len(passes)
+        if fails:
+            rows.append({"gate": name, "verdict": "fail",
+                         "reason": f"{len(fails)} of {len(vs)} figures missed: " + "; ".join(
+                             v.get("reason", "") for v in fails[:3]) + (" …" if len(fails) > 3 else "")})
+        elif passes:
+            rows.append({"gate": name, "verdict": "pass", "reason": f"{len(passes)} figure(s) met"
+                         + (f", {nc} not comparable (timing scope differs)" if nc else "")})
+        else:
+            ran = [r for r in latest if r.stage == stage and r.status in ("passed", "failed")]
+            why = (f"{nc} figure(s) not comparable (timing scope differs)" if nc else
+                   "no documented figure matches what was measured" if ran else
+                   next((r.reason for r in latest if r.stage == stage and r.reason), "nothing measured"))
+            rows.append({"gate": name, "verdict": "skip", "reason": why})
+    par = [r for r in latest if r.stage == "parity"]
+    pf = [r for r in par if r.status in ("failed", "error")]
+    pp = [r for r in par if r.status == "passed"]
+    if pf:
+        rows.append({"gate": "export parity", "verdict": "fail",
+                     "reason": f"{len(pf)} of {len(pf) + len(pp)} exports disagree: {pf[0].reason}"})
+    elif pp:
+        rows.append({"gate": "export parity", "verdict": "pass", "reason": f"{len(pp)} export(s) match the framework"})
+    else:
+        rows.append({"gate": "export parity", "verdict": "skip",
+                     "reason": next((r.reason for r in par if r.reason), "no parity case ran")})
+    if outcome is not None:
+        comps = [c for c in outcome.comparisons if c.model == model]
+        regs = [c for c in comps if c.verdict == "regression"]
+        miss = [m for m in outcome.missing_baseline if m.startswith(model + " ")]
+        if regs:
+            rows.append({"gate": "history (regressions)", "verdict": "fail",
+                         "reason": f"{len(regs)} significant regression(s): " + "; ".join(
+                             f"{c.case}: {c.reason}" for c in regs[:3])})
+        elif comps:
+            imp = sum(c.verdict == "improvement" for c in comps)
+            rows.append({"gate": "history (regressions)", "verdict": "pass",
+                         "reason": f"{len(comps)} comparison(s), no significant regression"
+                         + (f", {imp} significant improvement(s)" if imp else "")
+                         + (f"; {len(miss)} case(s) without clean history" if miss else "")})
+        else:
+            rows.append({"gate": "history (regressions)", "verdict": "skip",
+                         "reason": f"0 compared: {len(miss)} case(s) without a clean earlier result of the same "
+                                   f"identity" if miss else "0 compared: no measured case to hold against history"})
+    measured = [c for c in claims if c["origin"] == "measured"]
+    if claims_note:
+        rows.append({"gate": "relative-device claims", "verdict": "skip", "reason": claims_note})
+    elif measured:
+        bad = [c for c in measured if c["verdict"] == "fail"]
+        ok = [c for c in measured if c["verdict"] == "pass"]
+        verdict = "fail" if bad else "pass" if ok else "skip"
+        reason = "; ".join(f"{c['id']}: {c['reason']}" for c in (bad or ok or measured)[:3])
+        rows.append({"gate": "relative-device claims (measured)", "verdict": verdict, "reason": reason})
+    return rows
