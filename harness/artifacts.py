@@ -51,7 +51,7 @@ def _code_fingerprint() -> str:
     """Hash of the modules that shape an export: changing them invalidates the cache."""
     h = hashlib.sha256(harness.__version__.encode())
     here = Path(__file__).parent
-    for name in ("networks.py", "artifacts.py"):
+    for name in ("networks.py", "artifacts.py", "checkpoints.py", "torch_source.py"):
         p = here / name
         if p.exists():
             h.update(p.read_bytes())

@@ -1,4 +1,5 @@
-"""Command line: `harness run | report | validate`.
+"""Command line: `harness run | validate`, plus report | compare | gate | readme | export
+(harness/reports/cli.py).
 
 Exit codes: 0 all passed (skips allowed), 1 some case failed or errored,
 2 usage error, 3 a problem with the user's input (bad suite, missing file).
@@ -40,17 +41,6 @@ def _cmd_run(args) -> int:
     return EXIT_OK if rc == 0 else EXIT_FAILED
 
 
-def _cmd_report(args) -> int:
-    from harness.reports import write_report
-
-    baselines = args.baselines or ("baselines.yaml" if Path("baselines.yaml").is_file() else None)
-    from harness.store import default_path
-
-    out = write_report(args.store or default_path(), args.out, baselines=baselines)
-    print(f"report: {out}")
-    return EXIT_OK
-
-
 def _cmd_validate(args) -> int:
     from harness.baselines import load_baselines
     from harness.plan import build_plan
@@ -88,11 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="list skip reasons")
     run.set_defaults(func=_cmd_run)
 
-    rep = sub.add_parser("report", help="render the HTML report from the store")
-    rep.add_argument("--store", help="results store (default $HARNESS_STORE or .harness/results.sqlite)")
-    rep.add_argument("--baselines", help="baselines file (default baselines.yaml if present)")
-    rep.add_argument("--out", default="report.html", help="output file (default report.html)")
-    rep.set_defaults(func=_cmd_report)
+    from harness.reports.cli import register as register_reports
+
+    register_reports(sub)  # report, compare, gate, readme, export
+
+    from harness.crossdevice_cli import register as register_crossdevice
+
+    register_crossdevice(sub)  # import, bundle, claims, devices
 
     val = sub.add_parser("validate", help="check suites and baselines without running anything")
     val.add_argument("paths", nargs="*", help="suite folders or files (default: suites)")

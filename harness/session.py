@@ -48,6 +48,7 @@ class HarnessSession:
         self._nets: dict[Path, object] = {}
         self._artifacts: dict[tuple, Artifact] = {}
         self._pool: dict[Path, np.ndarray] = {}
+        self._om_source: dict[Path, str] = {}  # OM -> sha256 of the ONNX it was converted from
         self.status = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
 
     # -- shared inputs ------------------------------------------------------
@@ -75,14 +76,23 @@ class HarnessSession:
         reps = -(-batch_size // len(pool))
         return np.ascontiguousarray(np.concatenate([pool] * reps)[:batch_size])
 
-    def network(self, suite: Suite):
+    def network(self, suite: Suite, device_target: str = "CPU"):
+        if suite.source.kind == "pytorch":  # the timm model itself (parity reference for its export)
+            net = self._nets.get(suite.path)
+            if net is None:
+                from harness import torch_source
+
+                net = torch_source.build_model(suite.source.arch, suite.source.num_classes,
+                                               suite.resolve(suite.source.checkpoint), seed=suite.source.seed)
+                self._nets[suite.path] = net
+            return net
         if suite.source.kind != "mindcv":
             raise Skip(f"source.kind is {suite.source.kind!r}: there is no framework network to run")
         net = self._nets.get(suite.path)
         if net is None:
             from harness import networks
 
-            networks.set_context("CPU")
+            networks.set_context(device_target)
             net = networks.build_network(suite.source.arch, suite.source.num_classes, seed=suite.source.seed)
             ckpt = suite.resolve(suite.source.checkpoint)
             if ckpt is not None:
@@ -106,6 +116,26 @@ class HarnessSession:
             if not path.is_file():
                 raise UserError("ONNX model not found", path=path, fix="fix source.path in the suite")
             art = Artifact("onnx", path, sha256_file(path), batch_size, None, cached=True)
+        elif suite.source.kind == "pytorch" and fmt == "onnx":
+            # one dynamic-batch file serves every batch size
+            key = self.cache.key(suite, f"onnx:pytorch:{suite.source.opset}:dynamic", 0)
+            path = self.cache.lookup(key, "onnx")
+            if path is not None:
+                art = Artifact("onnx", path, self.cache.meta(path)["sha256"], batch_size, None, cached=True)
+            else:
+                from harness import torch_source
+
+                model = self.network(suite)
+                t0 = time.perf_counter()
+                path, sha = self.cache.store(
+                    key, "onnx", lambda tmp: torch_source.export_onnx(model, tmp, suite.input.size,
+                                                                      opset=suite.source.opset,
+                                                                      channels=suite.input.channels),
+                    {"suite": str(suite.path), "arch": suite.source.arch, "source": "pytorch",
+                     "opset": suite.source.opset, "dynamic_batch": True})
+                art = Artifact("onnx", path, sha, batch_size, time.perf_counter() - t0, cached=False)
+        elif suite.source.kind == "pytorch" and fmt != "om":
+            raise Skip(f"cannot make {fmt} from a PyTorch source (it exports ONNX; OM is converted from that)")
         elif fmt == "om":
             return self._om(suite, batch_size, device)
         else:
@@ -126,26 +156,37 @@ class HarnessSession:
         self._artifacts[memo] = art
         return art
 
-    def _om(self, suite: Suite, batch_size: int, device: str | None) -> Artifact:
+    def _om(self, suite: Suite, batch_size: int, device: str | None, gears: list[int] | None = None) -> Artifact:
+        """A static OM for one batch size, or (with gears) one dynamic-batch OM,
+        converted by atc for the SoC npu-smi reports; cached beside the ONNX
+        artifacts, its atc command recorded with it."""
         from harness import atc
 
         present = detect()
-        chips = present.details.get(device or "", "")
+        chips = present.chips(device or "")
         if not chips:
             raise Skip(present.why_absent.get(device or "ascend310", "no Ascend device"))
-        onnx_art = self.artifact(suite, "onnx", batch_size)
-        stem = onnx_art.path.parent / f"model_{chips.split(',')[0].strip()}_bs{batch_size}"
+        soc = atc.soc_version(chips[0])
+        memo = (suite.path, "om", tuple(gears) if gears else batch_size, soc)
+        if memo in self._artifacts:
+            return self._artifacts[memo]
+        onnx_art = self.artifact(suite, "onnx", gears[0] if gears else batch_size)
+        label = f"dyn{'-'.join(map(str, gears))}" if gears else f"bs{batch_size}"
+        stem = self.cache.root / "om" / f"{onnx_art.sha256[:16]}_{soc}_{label}"
+        stem.parent.mkdir(parents=True, exist_ok=True)
         shape = (batch_size, suite.input.channels, suite.input.size, suite.input.size)
-        cmd = atc.build_command(onnx_art.path, stem, atc.onnx_input_name(onnx_art.path), shape,
-                                atc.soc_version(chips.split(",")[0]))
-        om = Path(f"{stem}.om")
+        cmd = atc.build_command(onnx_art.path, stem, atc.onnx_input_name(onnx_art.path), shape, soc,
+                                dynamic_batches=gears)
+        om = atc.om_path(stem)
         t0 = time.perf_counter()
         cached = om.is_file()
         if not cached:
             om = atc.convert(cmd, stem)
+        command = (atc.recorded_command(stem) if cached else None) or " ".join(cmd)
         art = Artifact("om", om, sha256_file(om), batch_size, None if cached else time.perf_counter() - t0,
-                       cached, command=" ".join(cmd))
-        self._artifacts[(suite.path, "om", batch_size)] = art
+                       cached, command=command)
+        self._om_source[om] = onnx_art.sha256
+        self._artifacts[memo] = art
         return art
 
     def timing(self, suite: Suite, target) -> TimingConfig:
@@ -193,6 +234,11 @@ class HarnessSession:
                             path=case.suite.path, fix=f"change target {t.name!r}'s format or runner")
         opts = dict(t.options)
         opts.setdefault("num_classes", case.suite.source.num_classes)
+        if getattr(t, "dynamic_batch", None):
+            opts["dynamic_batch"] = True
+        from harness.devices import device_model
+
+        res.metrics["device_model"] = device_model(t.device)
         runner = cls(t.device, t.device_id, t.precision, opts)
         shape = (case.batch_size, case.suite.input.channels, case.suite.input.size, case.suite.input.size)
         runner.load(artifact, shape)
@@ -203,9 +249,22 @@ class HarnessSession:
     def _target_artifact(self, case: Case, res: Result):
         if case.format == "native":
             res.artifact_sha256 = None
+            if case.target is not None and case.target.runner == "mindspore":
+                from harness.runners.mindspore import DEVICE_TARGET
+
+                return self.network(case.suite, DEVICE_TARGET.get(case.device, "CPU"))
             return self.network(case.suite)
-        art = self.artifact(case.suite, case.format, case.batch_size, case.device)
+        gears = getattr(case.target, "dynamic_batch", None) if case.target is not None else None
+        if case.format == "om" and gears:
+            gears = case.target.batch_sizes if gears is True else gears
+            art = self._om(case.suite, case.batch_size, case.device, gears=list(gears))
+        else:
+            art = self.artifact(case.suite, case.format, case.batch_size, case.device)
         res.artifact_sha256 = art.sha256
+        if art.command:
+            res.metrics["artifact_command"] = art.command
+        if art.path in self._om_source:
+            res.metrics["source_sha256"] = self._om_source[art.path]
         return art.path
 
     def _run_export(self, case: Case, res: Result):
@@ -228,7 +287,7 @@ class HarnessSession:
 
     def _run_parity(self, case: Case, res: Result):
         suite = case.suite
-        if suite.source.kind != "mindcv":
+        if suite.source.kind == "onnx":
             raise Skip("the source is an ONNX file: no framework network to compare the export against")
         from harness import networks
 
@@ -238,7 +297,7 @@ class HarnessSession:
             out = runner.run(x)
         p = compare_outputs(reference, out, max_abs_diff_rel=suite.parity.max_abs_diff_rel,
                             min_cosine=suite.parity.min_cosine)
-        res.metrics = p.as_metrics()
+        res.metrics.update(p.as_metrics())
         res.reason = f"{case.format} on {case.target.runner} vs MindSpore: {p.reason}"
         if not p.passed:
             raise Fail(res.reason)
@@ -248,7 +307,7 @@ class HarnessSession:
         x = self.inputs(suite, case.batch_size)
         with self._runner(case, res, self._target_artifact(case, res)) as runner:
             timing = measure(runner, x, self.timing(suite, case.target))
-        res.metrics = timing.as_metrics()
+        res.metrics.update(timing.as_metrics())
         res.reason = (f"{timing.throughput_ips:.2f} img/s, p50 {timing.latency_ms_p50:.2f} ms, "
                       f"cv {100 * timing.cv:.1f}%")
         if timing.unstable:
@@ -276,25 +335,51 @@ class HarnessSession:
         if failed:
             raise Fail("; ".join(v["reason"] for v in failed))
 
+    def dataset(self, suite: Suite):
+        """The suite's labelled images (harness.datasets.Dataset), subset applied and recorded."""
+        from harness import datasets
+
+        spec = suite.dataset
+        root = suite.resolve(spec.path)
+        if spec.kind == "flat":
+            ds = datasets.flat_folder(root, suite.resolve(spec.label_file), allow_missing=spec.allow_missing)
+        else:
+            ds = datasets.image_folder(root, num_classes=suite.source.num_classes)
+        if spec.subset is not None:
+            ds = datasets.take_subset(ds, first=spec.subset.first, per_class=spec.subset.per_class,
+                                      seed=spec.subset.seed)
+        elif "num_images" in spec.model_fields_set:
+            ds = datasets.take_subset(ds, first=spec.num_images)
+        return ds
+
     def _run_accuracy(self, case: Case, res: Result):
         suite = case.suite
         src = suite.source
-        if src.kind == "mindcv" and not src.checkpoint:
+        if src.kind in ("mindcv", "pytorch") and not src.checkpoint:
             ids = ", ".join(suite.accuracy_baselines) or "the documented accuracy"
             raise Skip(f"no trained weights: the network is randomly initialised, so its accuracy means nothing. "
-                       f"Set source.checkpoint in {suite.path} to a trained .ckpt and dataset.kind: imagefolder "
-                       f"with dataset.path (ImageNet val) to check against {ids}")
+                       f"Set source.checkpoint in {suite.path} to a trained .ckpt/.pth and dataset.kind: "
+                       f"imagefolder (or flat + label_file) with dataset.path (ImageNet val) to check against {ids}")
         if suite.dataset.kind == "synthetic":
             raise Skip(f"dataset is synthetic (generated images have no true labels); set dataset.kind: imagefolder "
-                       f"and dataset.path in {suite.path}")
-        samples = data.image_folder(suite.resolve(suite.dataset.path), limit=suite.dataset.num_images)
+                       f"(or flat + label_file) and dataset.path in {suite.path}")
+        ds = self.dataset(suite)
         recipe = self.recipe(suite)
         topk = TopK((1, 5))
+        where = f"{case.target.runner} output on {suite.dataset.path}"
         with self._runner(case, res, self._target_artifact(case, res)) as runner:
-            for x, labels, n in data.batches(samples, recipe, case.batch_size):
-                topk.update(runner.run(x)[:n], labels, where=f"{case.target.runner} output on {suite.dataset.path}")
-        res.metrics = topk.result()
-        res.reason = f"top1 {res.metrics['top1']:.3f}%, top5 {res.metrics['top5']:.3f}% on {topk.count} images"
+            for x, labels, n in data.batches(ds.samples, recipe, case.batch_size, on_corrupt=suite.dataset.on_corrupt,
+                                             skipped=ds.skipped, workers=suite.dataset.workers):
+                topk.update(runner.run(x)[:n], labels, where=where)
+        res.metrics.update(topk.result())
+        res.metrics["dataset"] = ds.completeness(topk.count)
+        res.metrics["preprocessing_golden_sha256"] = recipe.golden_sha256
+        expected = suite.dataset.expected_images
+        incomplete = expected is not None and topk.count != expected
+        summary = ds.summary(topk.count) + (f"; expected {expected}" if incomplete else "")
+        res.reason = f"top1 {res.metrics['top1']:.3f}%, top5 {res.metrics['top5']:.3f}% ({summary})"
+        if incomplete and suite.dataset.require_complete:
+            raise Fail(f"incomplete evaluation: {summary}")
         wanted = case.target.accuracy_baselines if case.target.accuracy_baselines is not None \
             else suite.accuracy_baselines
         if self.baselines is None or not wanted:
@@ -304,8 +389,18 @@ class HarnessSession:
         if missing:
             raise UserError(f"accuracy_baselines names unknown ids: {missing}", path=suite.path,
                             fix=f"use ids from {self.baselines_path}")
-        verdicts = [hold(res.metrics[by_id[i].metric], by_id[i]) for i in wanted]
+        from harness.gates import hold_mlperf
+
+        rule = suite.accuracy_rule
+        verdicts = []
+        for i in wanted:
+            b = by_id[i]
+            if rule in ("tolerance", "both"):
+                verdicts.append(hold(res.metrics[b.metric], b))
+            if rule in ("mlperf", "both"):
+                verdicts.append(hold_mlperf(res.metrics[b.metric], b))
         res.baseline = verdicts[0] if len(verdicts) == 1 else {"all": verdicts}
+        res.reason += "; " + "; ".join(f"{v['verdict']}: {v['reason']}" for v in verdicts)
         failed = [v for v in verdicts if v["verdict"] == "fail"]
         if failed:
             raise Fail("; ".join(v["reason"] for v in failed))

@@ -54,8 +54,11 @@ def default_path() -> Path:
 
 
 class Store:
-    def __init__(self, path: str | Path | None = None, *, create: bool = True):
+    def __init__(self, path: str | Path | None = None, *, create: bool = True, read_only: bool = False):
         self.path = Path(path) if path else default_path()
+        if read_only:
+            self._open_read_only()
+            return
         if not self.path.exists():
             if not create:
                 raise UserError("results store not found", path=self.path,
@@ -64,6 +67,13 @@ class Store:
         self._check_header()
         self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
         try:
+            # An SQLite file that holds tables but not ours is someone else's
+            # database: refuse it before creating anything in it.
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "meta" not in tables:
+                self.db.close()
+                raise UserError("not a results store (an SQLite file without the harness tables)", path=self.path,
+                                fix="point --store at a harness results file; this file was left untouched")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(_SCHEMA)
             row = self.db.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()
@@ -73,6 +83,32 @@ class Store:
         if row is None:
             self.db.execute("INSERT INTO meta VALUES ('format_version', ?)", (str(FORMAT_VERSION),))
         elif int(row[0]) > FORMAT_VERSION:
+            raise UserError(f"results store has format version {row[0]}; this harness reads up to {FORMAT_VERSION}",
+                            path=self.path, fix="upgrade the harness to read it")
+
+    def _open_read_only(self):
+        # Reports and gates only read: open without creating tables or
+        # stamping a version, so a foreign SQLite file is refused untouched.
+        if not self.path.is_file():
+            raise UserError("results store not found", path=self.path,
+                            fix=f"run the suites first, or pass --store / set {ENV_VAR}")
+        self._check_header()
+        self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not {"meta", "runs", "results"} <= tables:
+                raise UserError("not a results store (an SQLite file without the harness tables)", path=self.path,
+                                fix="point --store at a harness results file; this file was left untouched")
+            row = self.db.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise UserError(f"not a results store ({exc})", path=self.path,
+                            fix="point --store at a harness results file; this file was left untouched") from None
+        except UserError:
+            self.db.close()
+            raise
+        if row is not None and int(row[0]) > FORMAT_VERSION:
+            self.db.close()
             raise UserError(f"results store has format version {row[0]}; this harness reads up to {FORMAT_VERSION}",
                             path=self.path, fix="upgrade the harness to read it")
 
@@ -105,6 +141,24 @@ class Store:
                                "ORDER BY started_at").fetchall()
         return [dict(run_id=r[0], started_at=r[1], finished_at=r[2], status=r[3], argv=json.loads(r[4] or "[]"),
                      env=json.loads(r[5])) for r in rows]
+
+    def add_run(self, run: dict) -> bool:
+        """Insert a run recorded elsewhere (another host's store, an import), keeping
+        its id, times and environment; False if a run of that id is already here."""
+        if self.db.execute("SELECT 1 FROM runs WHERE run_id=?", (run["run_id"],)).fetchone():
+            return False
+        with self.db:
+            self.db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+                            (run["run_id"], run["started_at"], run.get("finished_at"), run.get("status", "finished"),
+                             json.dumps(run.get("argv") or []), json.dumps(run.get("env") or {}, default=str)))
+        return True
+
+    def has_result(self, result: Result) -> bool:
+        """Whether this very result (same run, case, identity and time) is stored:
+        merging the same file twice adds nothing."""
+        return self.db.execute(
+            "SELECT 1 FROM results WHERE run_id=? AND case_name=? AND identity_key=? AND created_at=?",
+            (result.run_id, result.case, result.identity_key, result.created_at)).fetchone() is not None
 
     # -- results ------------------------------------------------------------
     def add(self, result: Result) -> None:

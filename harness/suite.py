@@ -33,8 +33,9 @@ class _Strict(BaseModel):
 class SourceSpec(_Strict):
     """Where the network comes from."""
 
-    kind: Literal["mindcv", "onnx"] = "mindcv"
-    # mindcv architecture name (see harness.networks.ARCHS)
+    kind: Literal["mindcv", "onnx", "pytorch"] = "mindcv"
+    # mindcv architecture name (see harness.networks.ARCHS); for kind: pytorch
+    # a timm model name (legacy_seresnext50_32x4d) or a harness one.
     arch: str | None = None
     num_classes: int = Field(1000, gt=0)
     # A trained MindSpore checkpoint. Without one the network is randomly
@@ -47,9 +48,14 @@ class SourceSpec(_Strict):
     # logits have a realistic scale and parity checks mean something) or
     # "framework" (mindcv's own initialisation, whose logits nearly vanish).
     init: Literal["scaled", "framework"] = "scaled"
+    # kind: pytorch -> the ONNX opset torch.onnx.export writes (11: the
+    # document's PyTorch 1.6 era, accepted by older CANN atc releases).
+    opset: int = Field(11, ge=7, le=23)
 
     @model_validator(mode="after")
     def _needs(self):
+        if self.kind == "pytorch" and not self.arch:
+            raise ValueError("source.kind 'pytorch' needs source.arch (a timm model, e.g. legacy_seresnext50_32x4d)")
         if self.kind == "mindcv" and not self.arch:
             raise ValueError("source.kind 'mindcv' needs source.arch (e.g. seresnext50_32x4d)")
         if self.kind == "onnx" and not self.path:
@@ -78,16 +84,53 @@ class ParitySpec(_Strict):
 class DatasetSpec(_Strict):
     """Images whose labels are known. `synthetic` needs no files."""
 
-    kind: Literal["synthetic", "imagefolder"] = "synthetic"
+    # imagefolder: root/<class>/<image>, label = folder index in sorted order;
+    # flat: root/<image> plus label_file lines "ILSVRC2012_val_00000001.JPEG 65"
+    kind: Literal["synthetic", "imagefolder", "flat"] = "synthetic"
     path: str | None = None
+    label_file: str | None = None
+    # synthetic: how many to generate; imagefolder/flat: only when given, the
+    # first N (same as subset: {first: N}); by default every image is evaluated.
     num_images: int = Field(32, gt=0)
     seed: int = 0
+    subset: "SubsetSpec | None" = None
+    # An unreadable image: "error" (default, names the file) or "skip" (left
+    # out, named in the result).
+    on_corrupt: Literal["error", "skip"] = "error"
+    # flat: files the label file lists but the folder lacks are an error unless
+    # allowed (then "evaluated N of M" names them).
+    allow_missing: bool = False
+    # Expected image count (50000 for ImageNet val); a different count is
+    # reported beside the figure, and is an error with require_complete.
+    expected_images: int | None = Field(None, gt=0)
+    require_complete: bool = False
+    # Decode/preprocess threads, overlapping inference (0: in the caller).
+    workers: int = Field(2, ge=0)
 
     @model_validator(mode="after")
     def _needs(self):
-        if self.kind == "imagefolder" and not self.path:
-            raise ValueError("dataset.kind 'imagefolder' needs dataset.path")
+        if self.kind in ("imagefolder", "flat") and not self.path:
+            raise ValueError(f"dataset.kind '{self.kind}' needs dataset.path")
+        if self.kind == "flat" and not self.label_file:
+            raise ValueError("dataset.kind 'flat' needs dataset.label_file (e.g. val_label.txt)")
         return self
+
+
+class SubsetSpec(_Strict):
+    """A recorded part of a dataset: the first N, or N per class drawn with `seed`."""
+
+    first: int | None = Field(None, gt=0)
+    per_class: int | None = Field(None, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.first is None) == (self.per_class is None):
+            raise ValueError("subset needs exactly one of first: N or per_class: N")
+        return self
+
+
+DatasetSpec.model_rebuild()
 
 
 class TimingSpec(_Strict):
@@ -117,6 +160,11 @@ class TargetSpec(_Strict):
     # Overrides the suite's accuracy_baselines for this target (e.g. an OM
     # converted from other weights than the suite's checkpoint).
     accuracy_baselines: list[str] | None = None
+    # format om only: one dynamic-batch OM for all batch sizes instead of one
+    # static OM each. true = gears are the target's batch_sizes; a list names
+    # the gears (atc --dynamic_batch_size, 2 to 100 of them), which must hold
+    # every batch size. Needs an ONNX whose graph does not fix the batch.
+    dynamic_batch: bool | list[int] = False
 
     @field_validator("runner", mode="before")
     @classmethod
@@ -132,6 +180,22 @@ class TargetSpec(_Strict):
         if not v or any(b <= 0 for b in v):
             raise ValueError("batch_sizes must be a non-empty list of positive integers")
         return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _dynamic_batch(self):
+        if self.dynamic_batch is False:
+            return self
+        if self.format != "om":
+            raise ValueError(f"dynamic_batch applies to format om only (this target's format is {self.format})")
+        gears = self.batch_sizes if self.dynamic_batch is True else sorted(set(self.dynamic_batch))
+        if not (2 <= len(gears) <= 100) or any(g < 1 for g in gears):
+            raise ValueError(f"dynamic_batch needs 2 to 100 positive gears (atc's limit), got {gears}")
+        missing = sorted(set(self.batch_sizes) - set(gears))
+        if missing:
+            raise ValueError(f"batch_sizes {missing} are not among the dynamic_batch gears {gears}")
+        if self.dynamic_batch is not True:
+            self.dynamic_batch = gears
+        return self
 
     @model_validator(mode="after")
     def _name(self):
@@ -154,6 +218,9 @@ class Suite(_Strict):
     # Accuracy baselines (ids in baselines.yaml) that apply when a trained
     # checkpoint and the documented dataset are configured.
     accuracy_baselines: list[str] = Field(default_factory=list)
+    # How accuracy is held against them: "tolerance" (each baseline's own),
+    # "mlperf" (>= 99% of the baseline, MLPerf's rule), or "both".
+    accuracy_rule: Literal["tolerance", "mlperf", "both"] = "tolerance"
 
     # set by load_suite, not by the YAML
     path: Path | None = Field(default=None, exclude=True)

@@ -76,6 +76,18 @@ def test_foreign_file_is_refused_and_untouched(tmp_path):
     assert f.read_bytes() == before
 
 
+def test_foreign_sqlite_database_is_refused_and_untouched(tmp_path):
+    f = tmp_path / "other.sqlite"
+    db = sqlite3.connect(f)
+    db.execute("CREATE TABLE people (name TEXT)")
+    db.commit()
+    db.close()
+    before = f.read_bytes()
+    with pytest.raises(UserError, match="without the harness tables"):
+        Store(f)
+    assert f.read_bytes() == before
+
+
 def test_newer_format_version_is_refused(tmp_store):
     Store(tmp_store).close()
     db = sqlite3.connect(tmp_store)
