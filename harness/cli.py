@@ -1,8 +1,9 @@
 """Command line: `harness run | validate`, plus report | compare | gate | readme | export
-(harness/reports/cli.py).
+(harness/reports/cli.py) and import | bundle | claims | devices (harness/crossdevice_cli.py).
 
-Exit codes: 0 all passed (skips allowed), 1 some case failed or errored,
-2 usage error, 3 a problem with the user's input (bad suite, missing file).
+Exit codes: 0 all passed (skips allowed), 1 some case failed or errored (gate:
+a regression or a failed claim), 2 usage error, 3 a problem with the user's
+input (bad suite, missing or foreign file), 4 the gate compared nothing.
 """
 
 from __future__ import annotations
