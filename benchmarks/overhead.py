@@ -72,7 +72,8 @@ def main() -> int:
             sess.run(None, {name: x})
         t0 = time.perf_counter()
         sess.run(None, {name: x})
-        n = max(3, int(args.seconds / (time.perf_counter() - t0)))
+        # at least 10 iterations a round: with fewer, one slow iteration decides the ratio
+        n = max(10, int(args.seconds / (time.perf_counter() - t0)))
         cfg = TimingConfig(warmup=0, min_iterations=n, min_duration_s=0)
         raw, har = [], []
         for r in range(args.rounds):
