@@ -367,9 +367,23 @@ class HarnessSession:
         recipe = self.recipe(suite)
         topk = TopK((1, 5))
         where = f"{case.target.runner} output on {suite.dataset.path}"
+        source = None
+        if suite.dataset.prep_cache:
+            from harness.prep_cache import PrepCache
+
+            cache = PrepCache(self.cache.root / "prep", recipe)
+            hits = sum(cache.path(s).is_file() for s in ds.samples)
+            res.metrics["prep_cache"] = {"dir": str(cache.dir), "cached": hits, "built": len(ds.samples) - hits}
+            # images not cached yet are preprocessed (and stored) as the stream reaches them
+            source = _cache_stream(cache, ds.samples)
+        from tqdm import tqdm
+
         with self._runner(case, res, self._target_artifact(case, res)) as runner:
-            for x, labels, n in data.batches(ds.samples, recipe, case.batch_size, on_corrupt=suite.dataset.on_corrupt,
-                                             skipped=ds.skipped, workers=suite.dataset.workers):
+            stream = data.batches(ds.samples, recipe, case.batch_size, on_corrupt=suite.dataset.on_corrupt,
+                                  skipped=ds.skipped, workers=suite.dataset.workers, source=source)
+            # shown on a terminal only (disable=None): pytest's captured output stays clean
+            for x, labels, n in tqdm(stream, total=-(-len(ds.samples) // case.batch_size), unit="batch",
+                                     desc=f"{suite.model} {case.name}", disable=None, leave=False):
                 topk.update(runner.run(x)[:n], labels, where=where)
         res.metrics.update(topk.result())
         res.metrics["dataset"] = ds.completeness(topk.count)
@@ -408,3 +422,13 @@ class HarnessSession:
     def finish(self, interrupted: bool = False) -> None:
         self.store.finish_run(self.run_id, "interrupted" if interrupted else "finished")
         self.store.close()
+
+
+def _cache_stream(cache, samples):
+    """The cache's (sample, array) stream, with an unreadable image passed on as
+    its error (as data.batches expects) instead of ending the stream."""
+    for s in samples:
+        try:
+            yield from cache.stream([s])
+        except UserError as exc:
+            yield s, exc

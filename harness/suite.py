@@ -106,6 +106,9 @@ class DatasetSpec(_Strict):
     require_complete: bool = False
     # Decode/preprocess threads, overlapping inference (0: in the caller).
     workers: int = Field(2, ge=0)
+    # Keep preprocessed inputs on disk (memory-mapped float32, keyed by recipe
+    # and file) under the artifact cache, so later runs skip decoding.
+    prep_cache: bool = False
 
     @model_validator(mode="after")
     def _needs(self):

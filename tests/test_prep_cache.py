@@ -33,3 +33,35 @@ def test_ais_bench_bins(tmp_path):
     assert [p.name for p in bins] == ["0_red__img_0.bin", "1_green__img_0.bin", "2_blue__img_0.bin"]
     assert all(p.stat().st_size == 602112 for p in bins)  # 3 x 224 x 224 float32, no header
     np.testing.assert_array_equal(np.fromfile(bins[-1], "<f4").reshape(3, 224, 224), recipe(ds.samples[-1].open()))
+
+
+def test_accuracy_stage_uses_the_prep_cache(tmp_path):
+    """dataset.prep_cache: the first run fills the cache, the second reads it,
+    and both give the same answers (the known-answer colour classifier)."""
+    import json
+    import sqlite3
+
+    from tests.conftest import color_classifier, run_pytest, write
+
+    color_images(tmp_path / "data", per_class=3)
+    color_classifier(tmp_path / "toy.onnx")
+    write(tmp_path / "suites" / "toy" / "suite.yaml", """\
+        model: se_resnext50
+        source: {kind: onnx, path: ../../toy.onnx, num_classes: 3}
+        input: {size: 32, preprocess: imagenet_resize256_crop224}
+        export: [onnx]
+        dataset: {kind: imagefolder, path: ../../data, prep_cache: true}
+        targets:
+          - {device: cpu, runner: onnxruntime, format: onnx, batch_sizes: [4], stages: [accuracy]}
+        """)
+    store = tmp_path / "r.sqlite"
+    args = ["suites", "-m", "accuracy", "--harness-store", str(store), "--harness-cache", str(tmp_path / "cache")]
+    for _ in range(2):
+        p = run_pytest(args, cwd=tmp_path)
+        assert "1 passed" in p.stdout, p.stdout[-3000:]
+    recs = [json.loads(r[0]) for r in sqlite3.connect(store).execute("SELECT record FROM results ORDER BY id")]
+    first, second = (r["metrics"] for r in recs)
+    assert first["prep_cache"]["built"] == 9 and first["prep_cache"]["cached"] == 0
+    assert second["prep_cache"]["built"] == 0 and second["prep_cache"]["cached"] == 9
+    assert first["top1"] == second["top1"] == 100.0
+    assert len(list((tmp_path / "cache" / "prep").rglob("*.npy"))) == 9
