@@ -44,13 +44,12 @@ def _cmd_run(args) -> int:
 
 def _cmd_validate(args) -> int:
     from harness.baselines import load_baselines
-    from harness.plan import build_plan
-    from harness.plugin import _validate
+    from harness.plan import build_plan, validate_suite
     from harness.suite import find_suites, load_suite
 
     for p in find_suites(args.paths or ["suites"]):
         suite = load_suite(p)
-        _validate(suite)
+        validate_suite(suite)
         print(f"{p}: {suite.model}, {len(suite.targets)} targets, {len(build_plan(suite))} cases")
     if args.baselines or Path("baselines.yaml").is_file():
         bf = load_baselines(args.baselines or "baselines.yaml")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import UserError
-from harness.plan import Case, build_plan
+from harness.plan import Case, build_plan, validate_suite
 from harness.suite import DEVICE_FAMILIES, STAGES, load_suite
 
 MARKERS = {
@@ -81,42 +81,10 @@ def pytest_collect_file(file_path: Path, parent):
     return None
 
 
-def _validate(suite) -> None:
-    """Checks that need the registries: done at collection so a bad suite
-    fails before anything runs, naming the file."""
-    from harness.data import get_recipe
-    from harness.runners import get_runner_class
-
-    try:
-        if suite.source.kind == "mindcv":
-            from harness.networks import ARCHS
-
-            if suite.source.arch not in ARCHS:
-                import difflib
-
-                near = difflib.get_close_matches(suite.source.arch, ARCHS, n=1)
-                raise UserError(f"unknown source.arch {suite.source.arch!r}" + (f"; did you mean {near[0]}?" if near
-                                                                                else ""),
-                                fix=f"use one of: {', '.join(ARCHS)}")
-        get_recipe(suite.input.preprocess)
-        for t in suite.targets:
-            cls = get_runner_class(t.runner)
-            if t.format not in cls.formats:
-                raise UserError(f"target {t.name!r}: runner {t.runner!r} cannot run format {t.format!r} "
-                                f"(it runs {', '.join(cls.formats)})", fix="change the target's format or runner")
-            if t.format in ("onnx", "mindir") and suite.source.kind == "mindcv" and t.format not in suite.export:
-                raise UserError(f"target {t.name!r} runs {t.format} but export: does not list it",
-                                fix=f"add {t.format} to export:")
-    except UserError as exc:
-        if exc.path is None:
-            raise UserError(str(exc), path=suite.path) from None
-        raise
-
-
 class SuiteFile(pytest.File):
     def collect(self):
         suite = load_suite(self.path)
-        _validate(suite)
+        validate_suite(suite)
         for case in build_plan(suite):
             item = CaseItem.from_parent(self, name=case.name, case=case)
             for m in case.markers:

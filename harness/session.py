@@ -19,7 +19,7 @@ from harness.devices import detect
 from harness.errors import UserError
 from harness.gates import hold
 from harness.metrics import TopK, compare_outputs
-from harness.plan import Case
+from harness.plan import Case, runner_class_for
 from harness.results import Result
 from harness.runners import get_runner_class
 from harness.store import Store
@@ -228,10 +228,10 @@ class HarnessSession:
 
     def _runner(self, case: Case, res: Result, artifact):
         t = case.target
-        cls = get_runner_class(t.runner)
-        if t.format not in cls.formats:
-            raise UserError(f"runner {t.runner!r} cannot run format {t.format!r} (it runs {', '.join(cls.formats)})",
-                            path=case.suite.path, fix=f"change target {t.name!r}'s format or runner")
+        try:
+            cls = runner_class_for(t)
+        except UserError as exc:
+            raise UserError(str(exc), path=case.suite.path) from None
         opts = dict(t.options)
         opts.setdefault("num_classes", case.suite.source.num_classes)
         if getattr(t, "dynamic_batch", None):

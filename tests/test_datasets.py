@@ -8,7 +8,6 @@ import sqlite3
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from harness import data, datasets
 from harness.errors import UserError
