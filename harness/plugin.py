@@ -33,6 +33,7 @@ MARKERS = {
 assert set(DEVICE_FAMILIES) | set(STAGES) <= set(MARKERS)
 
 _SESSION_KEY = pytest.StashKey["object"]()
+_BASELINES_KEY = pytest.StashKey["object"]()  # loaded once at session start
 
 
 def pytest_addoption(parser):
@@ -70,7 +71,7 @@ def pytest_sessionstart(session):
         from harness.baselines import load_baselines
 
         try:
-            load_baselines(path)
+            session.config.stash[_BASELINES_KEY] = load_baselines(path)
         except UserError as exc:
             raise pytest.UsageError(str(exc)) from None
 
@@ -135,6 +136,7 @@ def _session(config):
             store=config.getoption("--harness-store"),
             cache=config.getoption("--harness-cache"),
             baselines=baselines,
+            baselines_file=config.stash.get(_BASELINES_KEY, None),
             timing_override={"warmup": config.getoption("--harness-warmup"),
                              "min_iterations": config.getoption("--harness-min-iterations"),
                              "min_duration_s": config.getoption("--harness-min-duration")},

@@ -38,12 +38,12 @@ class Fail(Exception):
 class HarnessSession:
     def __init__(self, *, store: str | Path | None = None, cache: str | Path | None = None,
                  baselines: str | Path | None = None, timing_override: dict | None = None,
-                 argv: list[str] | None = None):
+                 argv: list[str] | None = None, baselines_file=None):
         self.store = Store(store)
         self.run_id = self.store.begin_run(env.capture(), argv)
         self.cache = ArtifactCache(cache)
         self.baselines_path = Path(baselines) if baselines else None
-        self._baselines = None
+        self._baselines = baselines_file  # already loaded from `baselines` (the plugin validates it first)
         self.timing_override = {k: v for k, v in (timing_override or {}).items() if v is not None}
         self._nets: dict[Path, object] = {}
         self._artifacts: dict[tuple, Artifact] = {}
