@@ -62,6 +62,23 @@ def color_images(root: Path, per_class: int = 4, seed: int = 0) -> Path:
     return root
 
 
+def toy_top1_baselines(path: Path, value: float, tolerance_abs: float) -> Path:
+    """A baselines file with one top-1 figure, `toy.top1`, for the colour classifier."""
+    return write(path, f"""\
+        schema_version: 1
+        baselines:
+          - id: toy.top1
+            model: se_resnext50
+            metric: top1
+            value: {value}
+            unit: "%"
+            device: cpu
+            tolerance: {{abs: {tolerance_abs}}}
+            source: {{document: test-fixture, section: toy}}
+        claims: []
+        """)
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text))

@@ -10,24 +10,9 @@ import pytest
 
 from harness.errors import UserError
 from harness.metrics import TopK
-from tests.conftest import color_classifier, color_images, run_pytest, write
+from tests.conftest import color_classifier, color_images, run_pytest, toy_top1_baselines, write
 
 pytest.importorskip("onnxruntime")
-
-BASELINES = """\
-schema_version: 1
-baselines:
-  - id: toy.top1
-    model: se_resnext50
-    metric: top1
-    value: 99.0
-    unit: "%"
-    device: cpu
-    tolerance: {abs: 0.5}
-    source: {document: test-fixture, section: toy}
-claims: []
-"""
-
 
 def _suite(tmp_path, onnx_name):
     return write(tmp_path / "suites" / "toy" / "suite.yaml", f"""\
@@ -52,7 +37,7 @@ def _records(store):
 def test_accuracy_stage_known_answers(tmp_path, permute, expect_top1, outcome):
     color_images(tmp_path / "data", per_class=4)
     color_classifier(tmp_path / "toy.onnx", permute=permute)
-    write(tmp_path / "baselines.yaml", BASELINES)
+    toy_top1_baselines(tmp_path / "baselines.yaml", 99.0, 0.5)
     _suite(tmp_path, "toy.onnx")
     store = tmp_path / "r.sqlite"
     p = run_pytest(["suites", "-m", "accuracy", "--harness-store", str(store),

@@ -11,7 +11,7 @@ import pytest
 
 from harness import data, datasets
 from harness.errors import UserError
-from tests.conftest import color_classifier, color_images, run_pytest, write
+from tests.conftest import color_classifier, color_images, run_pytest, toy_top1_baselines, write
 
 RECIPE = data.get_recipe("imagenet_resize256_crop224", 32)
 
@@ -122,27 +122,12 @@ def test_prefetching_batches_equal_serial(tmp_path):
         assert n1 == n2 and np.array_equal(x1, x2) and np.array_equal(y1, y2)
 
 
-BASELINES = """\
-schema_version: 1
-baselines:
-  - id: toy.top1
-    model: se_resnext50
-    metric: top1
-    value: 100.0
-    unit: "%"
-    device: cpu
-    tolerance: {abs: 0.1}
-    source: {document: test-fixture, section: toy}
-claims: []
-"""
-
-
 def test_accuracy_stage_flat_layout_skip_policy_and_mlperf_rule(tmp_path):
     pytest.importorskip("onnxruntime")
     flat, labels, _ = _flat(tmp_path)
     (flat / "ILSVRC2012_val_00000003.png").write_bytes(b"not an image")
     color_classifier(tmp_path / "toy.onnx")
-    write(tmp_path / "baselines.yaml", BASELINES)
+    toy_top1_baselines(tmp_path / "baselines.yaml", 100.0, 0.1)
     write(tmp_path / "suites" / "toy" / "suite.yaml", """\
         schema_version: 1
         model: se_resnext50
