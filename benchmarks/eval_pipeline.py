@@ -43,7 +43,7 @@ def make_images(root: Path, n: int, classes: int = 10) -> None:
 
 
 def onnx_model(arch: str, batch: int, out: Path) -> Path:
-    from harness import networks
+    from harness.models import mindspore_net as networks
 
     networks.set_context("CPU")
     net = networks.build_network(arch, 10)
@@ -54,9 +54,10 @@ def onnx_model(arch: str, batch: int, out: Path) -> Path:
 def evaluate(model: Path, root: Path, batch: int, cache_dir: Path | None, workers: int) -> dict:
     import onnxruntime as ort
 
-    from harness import data, datasets
+    from harness import data
+    from harness.data import datasets as datasets
     from harness.metrics import TopK
-    from harness.prep_cache import PrepCache
+    from harness.data.prep_cache import PrepCache
 
     recipe = data.get_recipe("timm_efficientnet_b0")
     ds = datasets.image_folder(root)
@@ -95,8 +96,9 @@ def main() -> None:
         print(json.dumps(evaluate(Path(model), Path(root), a.batch, Path(cache) if cache != "-" else None,
                                   int(workers))))
         return
-    from harness import data, datasets
-    from harness.prep_cache import PrepCache
+    from harness import data
+    from harness.data import datasets as datasets
+    from harness.data.prep_cache import PrepCache
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -2,7 +2,7 @@
 
 For one ONNX Runtime session per batch size, alternates rounds of
   raw:     t0 = perf_counter(); for _ in range(n): session.run(...); elapsed
-  harness: harness.timing.measure(runner, batch, ...) on the same session
+  harness: harness.metrics.timing.measure(runner, batch, ...) on the same session
 and prints harness throughput / raw throughput (median over rounds).
 Target: >= 0.98. Also prints the null runner's per-iteration cost, which is
 the loop's own overhead with no model at all.
@@ -25,14 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.runners.null import NullRunner  # noqa: E402
 from harness.runners.onnxruntime import OnnxRuntimeRunner  # noqa: E402
-from harness.timing import TimingConfig, measure  # noqa: E402
+from harness.metrics.timing import TimingConfig, measure  # noqa: E402
 
 
 def onnx_files(args) -> dict[int, Path]:
     if args.onnx:
         return {b: Path(args.onnx) for b in args.batch_sizes}
     from harness.session import HarnessSession
-    from harness.suite import load_suite
+    from harness.config.suite import load_suite
 
     suite = load_suite(args.suite)
     s = HarnessSession(store=args.store, argv=sys.argv)

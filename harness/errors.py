@@ -8,6 +8,7 @@ the file involved and says what to do about it.
 
 from __future__ import annotations
 
+from enum import IntEnum
 from pathlib import Path
 
 
@@ -24,3 +25,21 @@ class UserError(Exception):
         if fix:
             parts.append(f"\n  fix: {fix}")
         super().__init__("".join(parts))
+
+
+class CaseSkipped(Exception):
+    """A case that cannot run here; the message says what is missing."""
+
+
+class CaseFailed(Exception):
+    """A case that ran and missed its tolerance (or a check that can fail did)."""
+
+
+class ExitCode(IntEnum):
+    """The exit codes of every `harness` command (the README's table)."""
+
+    OK = 0  # all passed (skips allowed); gate: no regression
+    FAILED = 1  # a case failed or errored; gate: a regression or a failed claim
+    USAGE = 2  # bad command line, or nothing selected
+    INPUT = 3  # a problem with the user's input: bad suite, missing or foreign file, bad store
+    NOTHING_COMPARED = 4  # gate: no candidate had a reference to compare with

@@ -1,83 +1,62 @@
-"""Plan: a suite becomes a list of cases, one per stage x target x batch size."""
+"""Plan: read a suite, check it against the registries, turn it into cases.
+
+The plugin (at collection), the CLI (`harness run` and `validate`, before
+pytest starts) and the session use these, so a bad suite fails the same way
+everywhere: one UserError naming the file and the fix.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pathlib import Path
 
+from harness.config.suite import Suite, TargetSpec, load_suite
+from harness.data.recipes import get_recipe
 from harness.errors import UserError
-from harness.suite import Suite, TargetSpec
+from harness.models.cards import card_for
+from harness.runners import get_runner_class
+from harness.stages import Case, build_plan, stage_sections, stages
+from harness.vocab import DEVICES
 
 
-@dataclass
-class Case:
-    suite: Suite
-    stage: str
-    device: str
-    target: TargetSpec | None = None
-    batch_size: int | None = None
-    format: str | None = None
-    markers: list[str] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        if self.stage == "export":
-            return f"export[{self.format}]"
-        return f"{self.stage}[{self.target.name}-bs{self.batch_size}]"
-
-
-def build_plan(suite: Suite) -> list[Case]:
-    cases: list[Case] = []
-    om_devices = sorted({t.device for t in suite.targets if t.format == "om"}) or ["ascend310"]
-    for fmt in suite.export:
-        devices = om_devices if fmt == "om" else ["cpu"]
-        cases.append(Case(suite, "export", devices[0], format=fmt, markers=[*devices, "export"]))
-    for t in suite.targets:
-        if "parity" in t.stages and t.format != "native":
-            cases.append(Case(suite, "parity", t.device, t, suite.parity.batch_size, t.format,
-                              [t.device, "parity"]))
-        if "accuracy" in t.stages:
-            b = t.batch_sizes[0]
-            cases.append(Case(suite, "accuracy", t.device, t, b, t.format, [t.device, "accuracy"]))
-        if "throughput" in t.stages:
-            for b in t.batch_sizes:
-                cases.append(Case(suite, "throughput", t.device, t, b, t.format, [t.device, "throughput"]))
-    return cases
+def read_suite(path: str | Path) -> Suite:
+    """A suite file, its stage sections validated by their stages' schemas."""
+    return load_suite(path, stage_sections())
 
 
 def runner_class_for(target: TargetSpec):
-    """The target's runner class, refusing a format the runner cannot run."""
-    from harness.runners import get_runner_class
-
+    """The target's runner class, refusing a format or device the runner cannot run."""
     cls = get_runner_class(target.runner)
     if target.format not in cls.formats:
         raise UserError(f"target {target.name!r}: runner {target.runner!r} cannot run format {target.format!r} "
                         f"(it runs {', '.join(cls.formats)})", fix="change the target's format or runner")
+    if cls.devices and target.device not in cls.devices:
+        raise UserError(f"target {target.name!r}: runner {target.runner!r} does not run on {target.device} "
+                        f"(it runs on {', '.join(DEVICES[d].label for d in cls.devices if d in DEVICES)})",
+                        fix="change the target's device or runner")
     return cls
 
 
 def validate_suite(suite: Suite) -> None:
     """Checks that need the registries: done at collection so a bad suite
     fails before anything runs, naming the file."""
-    from harness.data import get_recipe
-
     try:
         if suite.source.kind == "mindcv":
-            from harness.networks import ARCHS
-
-            if suite.source.arch not in ARCHS:
-                import difflib
-
-                near = difflib.get_close_matches(suite.source.arch, ARCHS, n=1)
-                raise UserError(f"unknown source.arch {suite.source.arch!r}" + (f"; did you mean {near[0]}?" if near
-                                                                                else ""),
-                                fix=f"use one of: {', '.join(ARCHS)}")
+            card_for(suite.source.arch)
         get_recipe(suite.input.preprocess)
+        known = stages()
         for t in suite.targets:
             runner_class_for(t)
+            unknown = [s for s in t.stages if s not in known or s == "export"]
+            if unknown:
+                raise UserError(f"target {t.name!r} lists unknown stage(s) {unknown}",
+                                fix=f"a target's stages are some of: {', '.join(s for s in known if s != 'export')}")
             if t.format in ("onnx", "mindir") and suite.source.kind == "mindcv" and t.format not in suite.export:
                 raise UserError(f"target {t.name!r} runs {t.format} but export: does not list it",
                                 fix=f"add {t.format} to export:")
     except UserError as exc:
         if exc.path is None:
-            raise UserError(str(exc), path=suite.path) from None
+            raise UserError(str(exc).split("\n  fix: ")[0], path=suite.path, fix=exc.fix) from None
         raise
+
+
+__all__ = ["Case", "build_plan", "read_suite", "runner_class_for", "validate_suite"]

@@ -13,24 +13,25 @@ from pathlib import Path
 
 import pytest
 
+from harness import hookspec
+from harness.config.baselines import load_baselines, locate_baselines
 from harness.errors import UserError
-from harness.plan import Case, build_plan, validate_suite
-from harness.suite import DEVICE_FAMILIES, STAGES, load_suite
+from harness.plan import Case, build_plan, read_suite, validate_suite
+from harness.reports import write_report
+from harness.runners import register_runner
+from harness.session import HarnessSession  # opens the store: only when a case runs
+from harness.stages import stages
+from harness.vocab import DEVICE_FAMILIES, OTHER_MARKERS, STAGES
 
-MARKERS = {
-    "cpu": "runs on the host CPU",
-    "gpu": "needs an NVIDIA GPU (nvidia-smi)",
-    "ascend910": "needs an Ascend 910 (npu-smi)",
-    "ascend310": "needs an Ascend 310 (npu-smi)",
-    "ascend310p": "needs an Ascend 310P (npu-smi)",
-    "export": "exports the model (ONNX, MINDIR, OM)",
-    "parity": "checks an export against the framework on the same input",
-    "accuracy": "measures Top-1/Top-5 on a labelled dataset",
-    "throughput": "measures throughput and latency at one batch size",
-    "train": "trains briefly",
-    "relative": "checks a cross-device claim",
-}
-assert set(DEVICE_FAMILIES) | set(STAGES) <= set(MARKERS)
+
+def markers() -> dict[str, str]:
+    """Every marker: device families and stages from the vocabulary, plus any plugin stage's."""
+    out = {d.name: d.marker_help for d in DEVICE_FAMILIES}
+    out.update(STAGES)
+    out.update({n: s.marker_help or f"stage {n}" for n, s in stages().items() if n not in out})
+    out.update({k: v for k, v in OTHER_MARKERS.items() if k not in out})
+    return out
+
 
 _SESSION_KEY = pytest.StashKey["object"]()
 _BASELINES_KEY = pytest.StashKey["object"]()  # loaded once at session start
@@ -50,26 +51,29 @@ def pytest_addoption(parser):
     g.addoption("--harness-min-duration", type=float, default=None, help="override timing.min_duration_s")
 
 
+def pytest_addhooks(pluginmanager):
+    pluginmanager.add_hookspecs(hookspec)
+
+
 def pytest_configure(config):
-    for name, text in MARKERS.items():
+    for name, text in markers().items():
         config.addinivalue_line("markers", f"{name}: {text}")
 
 
 def _baselines_path(config) -> Path | None:
-    given = config.getoption("--harness-baselines")
-    if given:
-        return Path(given)
-    default = Path(config.rootpath) / "baselines.yaml"
-    return default if default.is_file() else None
+    return locate_baselines(config.getoption("--harness-baselines"), config.rootpath)
 
 
 def pytest_sessionstart(session):
+    # conftest.py files are loaded by now: their runners join the registry
+    # before any suite is collected (and validated against it)
+    for classes in session.config.hook.pytest_harness_runner_classes():
+        for cls in classes or ():
+            register_runner(cls.name)(cls)
     # A broken baselines file stops the run before anything is measured,
     # with the file and the fix, instead of failing every case one by one.
     path = _baselines_path(session.config)
     if path is not None:
-        from harness.baselines import load_baselines
-
         try:
             session.config.stash[_BASELINES_KEY] = load_baselines(path)
         except UserError as exc:
@@ -84,7 +88,7 @@ def pytest_collect_file(file_path: Path, parent):
 
 class SuiteFile(pytest.File):
     def collect(self):
-        suite = load_suite(self.path)
+        suite = read_suite(self.path)
         validate_suite(suite)
         for case in build_plan(suite):
             item = CaseItem.from_parent(self, name=case.name, case=case)
@@ -129,9 +133,10 @@ class CaseItem(pytest.Item):
 def _session(config):
     s = config.stash.get(_SESSION_KEY, None)
     if s is None:
-        from harness.session import HarnessSession
-
         baselines = _baselines_path(config)
+        extra: dict = {}
+        for part in config.hook.pytest_harness_env_extra(config=config):
+            extra.update(part or {})
         s = HarnessSession(
             store=config.getoption("--harness-store"),
             cache=config.getoption("--harness-cache"),
@@ -141,6 +146,7 @@ def _session(config):
                              "min_iterations": config.getoption("--harness-min-iterations"),
                              "min_duration_s": config.getoption("--harness-min-duration")},
             argv=list(config.invocation_params.args),
+            env_extra=extra or None,
         )
         config.stash[_SESSION_KEY] = s
     return s
@@ -153,8 +159,6 @@ def pytest_sessionfinish(session, exitstatus):
     s.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
     out = session.config.getoption("--harness-report")
     if out:
-        from harness.reports import write_report
-
         write_report(s.store.path, out, baselines=s.baselines_path)
 
 

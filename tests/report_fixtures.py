@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.results import Result
-from harness.store import Store
-from harness.timing import summarize
+from harness.results.store import Store
+from harness.metrics.timing import summarize
 
 MODELS = ("se_resnext50", "xception", "efficientnet_b0")
 DEVICES = (("cpu", "onnxruntime", "host", 12.0), ("gpu", "onnxruntime", "host", 900.0),

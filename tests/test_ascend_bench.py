@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import ais_bench_output as abo
-from harness import atc
+from harness.runners import ais_bench_io as abo
+from harness.models import atc as atc
+from harness.data.labels import read_label_file
 from harness.errors import UserError
 from harness.runners.ais_bench import AisBenchRunner, check_shape
 
@@ -94,7 +95,7 @@ def test_outputs_read_back_for_accuracy(tmp_path):
         abo.topk_from_outputs(out, labels)
     (tmp_path / "bad.txt").write_text("ILSVRC2012_val_00000001.JPEG\n")
     with pytest.raises(UserError, match="line 1"):
-        abo.read_label_file(tmp_path / "bad.txt")
+        read_label_file(tmp_path / "bad.txt")
 
 
 def test_cli_command():
@@ -174,7 +175,7 @@ def fake_api(monkeypatch):
 
 
 def test_api_runner_static(tmp_path, fake_api):
-    from harness.timing import TimingConfig, measure
+    from harness.metrics.timing import TimingConfig, measure
 
     om = tmp_path / "m.om"
     om.write_bytes(b"om")
@@ -283,9 +284,10 @@ def test_cli_runner_without_ais_bench(tmp_path):
 def test_session_converts_dynamic_om_and_records_it(tmp_path, fake_api, monkeypatch):
     from conftest import color_classifier, write
 
-    from harness import devices, session as session_mod
+    from harness.runners import devices as devices
+    from harness import session as session_mod
     from harness.plan import build_plan
-    from harness.suite import load_suite
+    from harness.config.suite import load_suite
     from test_devices import fake_tools
 
     monkeypatch.setattr(fake_api, "declared", [-1, 3, 8, 8])
@@ -301,8 +303,7 @@ def test_session_converts_dynamic_om_and_records_it(tmp_path, fake_api, monkeypa
     fake_atc.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     report = devices.detect_with(*fake_tools(npu="npu_smi_info_310p3.txt", board="npu_smi_board.txt"))
-    monkeypatch.setattr(session_mod, "detect", lambda: report)
-    monkeypatch.setattr(devices, "detect", lambda: report)
+    monkeypatch.setattr(devices, "detect", lambda: report)  # the one place detection lives
 
     color_classifier(tmp_path / "m.onnx")
     suite = load_suite(write(tmp_path / "suite.yaml", """\

@@ -1,4 +1,4 @@
-"""baselines.yaml and its loader (harness/baselines.py)."""
+"""baselines.yaml and its loader (harness/config/baselines.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.baselines import (
+from harness.config.baselines import (
     METRIC_DIRECTION,
     TIMED_METRICS,
     Baseline,

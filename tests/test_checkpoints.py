@@ -1,4 +1,4 @@
-"""harness.checkpoints: timm/Cadene .pth and mindcv .ckpt into the harness's MindSpore networks.
+"""harness.models.weights: timm/Cadene .pth and mindcv .ckpt into the harness's MindSpore networks.
 
 The name mapping is checked against the real models: every tensor of timm's
 reference model lands on a parameter of mindcv's network with the right shape.
@@ -14,9 +14,14 @@ pytest.importorskip("mindcv")
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
-from harness import checkpoints as C  # noqa: E402
-from harness import networks as N  # noqa: E402
+from harness.models import weights as C  # noqa: E402
+from harness.models import mindspore_net as N  # noqa: E402
 from harness.errors import UserError  # noqa: E402
+from harness.models.cards import CARDS, guess_arch  # noqa: E402
+from harness.models.convert import convert  # noqa: E402
+
+ARCHS = tuple(CARDS)  # the carded architectures
+REFERENCES = {a: c.reference for a, c in CARDS.items()}
 
 NUM_CLASSES = 10
 EXPECTED_TENSORS = {"seresnext50_32x4d": 331, "xception": 236, "efficientnet_b0": 311}
@@ -29,14 +34,14 @@ def _context():
 
 @pytest.fixture(scope="module")
 def nets():
-    return {a: N.build_network(a, NUM_CLASSES) for a in N.ARCHS}
+    return {a: N.build_network(a, NUM_CLASSES) for a in ARCHS}
 
 
 @pytest.fixture(scope="module")
 def pths(tmp_path_factory):
     d = tmp_path_factory.mktemp("pth")
     out = {}
-    for arch, name in C.TIMM_MODELS.items():
+    for arch, name in REFERENCES.items():
         torch.manual_seed(0)
         model = timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES)
         out[arch] = d / f"{name}.pth"
@@ -44,7 +49,7 @@ def pths(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("arch", N.ARCHS)
+@pytest.mark.parametrize("arch", ARCHS)
 def test_every_timm_tensor_maps_onto_mindcv(arch, nets, pths):
     state = C.read_torch_state_dict(pths[arch])
     named = C.timm_to_mindcv(arch, state)
@@ -63,7 +68,7 @@ def test_load_pth_then_ckpt_round_trip(nets, pths, tmp_path):
     got = {p.name: p.asnumpy() for p in net.get_parameters()}
     np.testing.assert_array_equal(got["features.3.0.block.0.weight"], state["blocks.0.0.conv_dw.weight"])
     np.testing.assert_array_equal(got["features.11.moving_variance"], state["bn2.running_var"])
-    ckpt = C.convert(pths["efficientnet_b0"], "efficientnet_b0", tmp_path / "e.ckpt")
+    ckpt = convert(pths["efficientnet_b0"], "efficientnet_b0", tmp_path / "e.ckpt")
     again = N.build_network("efficientnet_b0", NUM_CLASSES, seed=4)
     N.load_checkpoint(again, ckpt)
     assert all(np.array_equal(p.asnumpy(), got[p.name]) for p in again.get_parameters())
@@ -126,7 +131,7 @@ def test_pth_without_torch_is_a_clear_error(pths, monkeypatch):
 
 
 def test_guess_arch():
-    assert C.guess_arch(["block1.skip.weight"]) == "xception"
-    assert C.guess_arch(["features.3.0.block.0.weight"]) == "efficientnet_b0"
-    assert C.guess_arch(["layer0.conv1.weight"]) == "seresnext50_32x4d"
-    assert C.guess_arch(["fc.weight"]) is None
+    assert guess_arch(["block1.skip.weight"]) == "xception"
+    assert guess_arch(["features.3.0.block.0.weight"]) == "efficientnet_b0"
+    assert guess_arch(["layer0.conv1.weight"]) == "seresnext50_32x4d"
+    assert guess_arch(["fc.weight"]) is None

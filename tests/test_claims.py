@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import imports
-from harness.baselines import load_baselines
-from harness.claims import ClaimVerdict, evaluate_claims, evaluate_published, table_outliers
+from harness.results import bundles as imports
+from harness.config.baselines import load_baselines
+from harness.analysis.claims import ClaimVerdict, evaluate_claims, evaluate_published, table_outliers
 from harness.errors import UserError
 from harness.results import Result
-from harness.store import Store
+from harness.results.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = Path(__file__).parent / "fixtures" / "ascend"

@@ -83,7 +83,7 @@ def test_broken_export_fails_parity(tmp_path, monkeypatch):
     p = run_pytest(args, cwd=tmp_path)
     assert "1 passed" in p.stdout, p.stdout[-3000:]
     # ... so to stand for a broken exporter, corrupt the file and its record alike.
-    from harness.artifacts import sha256_file
+    from harness.models.cache import sha256_file
 
     onnx.save(model, str(onnx_file))
     meta_file = onnx_file.parent / "meta.json"
@@ -93,3 +93,39 @@ def test_broken_export_fails_parity(tmp_path, monkeypatch):
     p = run_pytest(args, cwd=tmp_path)
     assert "1 failed" in p.stdout, p.stdout[-3000:]
     assert "x the logit std (allowed 0.001)" in p.stdout
+
+
+ANY_MINDCV = """\
+    schema_version: 1
+    model: resnet18
+    source: {kind: mindcv, arch: resnet18, num_classes: 10}
+    input: {size: 64, preprocess: imagenet_resize256_crop224}
+    export: [onnx]
+    timing: {warmup: 1, min_iterations: 3, min_duration_s: 0}
+    targets:
+      - {name: ort, device: cpu, runner: onnxruntime, format: onnx, batch_sizes: [1, 2], stages: [parity, throughput]}
+    """
+
+
+def test_any_mindcv_architecture_runs_without_a_card(tmp_path):
+    """A model with no card and no code: export, parity and throughput from its mindcv name alone."""
+    from harness.models.cards import CARDS
+
+    assert "resnet18" not in CARDS
+    write(tmp_path / "suites" / "resnet18" / "suite.yaml", ANY_MINDCV)
+    store = tmp_path / "r.sqlite"
+    p = run_pytest(["suites", "-m", "cpu", "--harness-store", str(store), "--harness-cache", str(tmp_path / "c")],
+                   cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    assert "4 passed" in p.stdout
+    db = sqlite3.connect(store)
+    recs = {json.loads(r[0])["case"]: json.loads(r[0]) for r in db.execute("SELECT record FROM results")}
+    assert recs["parity[ort-bs1]"]["metrics"]["cosine"] > 0.9999
+    assert recs["throughput[ort-bs2]"]["metrics"]["throughput_ips"] > 0
+
+
+def test_unknown_mindcv_architecture_names_near_matches(tmp_path):
+    write(tmp_path / "suites" / "r" / "suite.yaml", ANY_MINDCV.replace("arch: resnet18", "arch: resnet181"))
+    p = run_pytest(["suites", "--collect-only"], cwd=tmp_path)
+    assert p.returncode != 0
+    assert "unknown source.arch 'resnet181'" in p.stdout and "resnet18" in p.stdout

@@ -1,4 +1,4 @@
-"""ImageNet layouts, subsets, completeness and bad input (harness.datasets, data.batches)."""
+"""ImageNet layouts, subsets, completeness and bad input (harness.data.datasets, data.batches)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from harness import data, datasets
+from harness import data
+from harness.data import datasets as datasets
 from harness.errors import UserError
 from tests.conftest import color_classifier, color_images, run_pytest, toy_top1_baselines, write
 

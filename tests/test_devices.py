@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import devices
+from harness.runners import devices as devices
 from harness.errors import UserError
 
 FIX = Path(__file__).parent / "fixtures" / "ascend"
@@ -107,7 +107,7 @@ def test_cann_version_and_missing_cann(tmp_path):
 
 
 def test_env_records_device_environment():
-    from harness import env
+    from harness.results import provenance as env
 
     captured = env.capture()
     assert set(captured["device_env"]) >= {"npu", "gpus", "cann_version", "onnxruntime_providers",

@@ -1,4 +1,4 @@
-"""The history gate (harness/regression.py) and `harness gate | compare`."""
+"""The history gate (harness/analysis/regression.py) and `harness gate | compare`."""
 
 from __future__ import annotations
 
@@ -10,18 +10,14 @@ from report_fixtures import accuracy_result, env, latencies, make_history_store,
 
 from harness.cli import main
 from harness.errors import UserError
-from harness.regression import (
-    EXIT_ERROR,
-    EXIT_NOTHING_COMPARED,
-    EXIT_PASS,
-    EXIT_REGRESSION,
-    EXIT_USAGE,
-    Thresholds,
-    evaluate,
-    load_history,
-    load_thresholds,
-)
-from harness.store import Store
+from harness.analysis.regression import evaluate
+from harness.analysis.thresholds import Thresholds, load_thresholds
+from harness.errors import ExitCode
+from harness.results.history import load_history
+
+EXIT_PASS, EXIT_REGRESSION, EXIT_USAGE, EXIT_ERROR, EXIT_NOTHING_COMPARED = (
+    ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.INPUT, ExitCode.NOTHING_COMPARED)
+from harness.results.store import Store
 
 SMALL = dict(models=("se_resnext50",), devices=(("cpu", "onnxruntime", "host", 12.0),
                                                  ("ascend310", "ais_bench", "device", 1000.0)), batches=(1, 8))

@@ -10,8 +10,8 @@ import pytest
 from report_fixtures import make_history_store
 
 from harness.cli import main
-from harness.export_formats import to_dataframe
-from harness.regression import load_history
+from harness.results.interchange import to_dataframe
+from harness.results.history import load_history
 
 SMALL = dict(models=("xception",), devices=(("cpu", "onnxruntime", "host", 12.0),), batches=(1, 4))
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness import data, datasets
-from harness.prep_cache import PrepCache, write_bins
+from harness import data
+from harness.data import datasets as datasets
+from harness.data.prep_cache import PrepCache, write_bins
 from tests.conftest import color_images
 
 

@@ -23,8 +23,14 @@ skdata = pytest.importorskip("skimage.data")
 
 from PIL import Image  # noqa: E402
 
-from harness import checkpoints as C  # noqa: E402
-from harness import data, networks as N, torch_source as T  # noqa: E402
+from harness.models import weights as C  # noqa: E402
+from harness import data
+from harness.models import mindspore_net as N
+from harness.models import torch_net as T  # noqa: E402
+from harness.models.cards import CARDS, guess_arch  # noqa: E402
+
+ARCHS = tuple(CARDS)  # the carded architectures
+REFERENCES = {a: c.reference for a, c in CARDS.items()}
 
 NUM_CLASSES = 10
 RECIPES = {"seresnext50_32x4d": "timm_legacy_seresnext50_32x4d", "xception": "timm_legacy_xception",
@@ -57,7 +63,7 @@ def _same(got, want, what):
     return diff, scale
 
 
-@pytest.mark.parametrize("arch", N.ARCHS)
+@pytest.mark.parametrize("arch", ARCHS)
 def test_mindspore_and_onnx_match_timm_on_photos(arch, tmp_path, record_property):
     N.set_context("CPU")
     model = T.build_model(arch, NUM_CLASSES, seed=0)
@@ -91,8 +97,8 @@ def test_mindspore_and_onnx_match_timm_on_photos(arch, tmp_path, record_property
 
 
 def test_mapping_names_match_reference_model():
-    assert set(C.TIMM_MODELS) == set(N.ARCHS)
-    for name in C.TIMM_MODELS.values():
+    assert set(REFERENCES) == set(ARCHS)
+    for name in REFERENCES.values():
         assert name in timm.list_models(name)
 
 

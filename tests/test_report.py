@@ -10,7 +10,7 @@ import pytest
 from harness.errors import UserError
 from harness.reports import render_report, write_report
 from harness.results import Result
-from harness.store import Store
+from harness.results.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = REPO / "baselines.yaml"

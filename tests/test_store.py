@@ -12,7 +12,7 @@ import pytest
 
 from harness.errors import UserError
 from harness.results import Result
-from harness.store import Store
+from harness.results.store import Store
 from tests.conftest import REPO
 
 
@@ -39,7 +39,7 @@ def test_killed_run_keeps_earlier_results(tmp_store):
     code = f"""
 import sys, time
 sys.path.insert(0, {str(REPO)!r})
-from harness.store import Store
+from harness.results.store import Store
 from harness.results import Result
 s = Store({str(tmp_store)!r})
 run = s.begin_run({{}}, [])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from harness.runners.null import NullRunner
-from harness.timing import TimingConfig, measure, summarize
+from harness.metrics.timing import TimingConfig, measure, summarize
 
 
 class FakeClock:

@@ -9,77 +9,29 @@ the page, so the file opens offline with nothing fetched and no JavaScript.
 
 from __future__ import annotations
 
-import io
-import itertools
-import re
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness.analysis.regression import evaluate
+from harness.analysis.verdicts import verdicts_of
+from harness.config.baselines import MODELS, BaselinesFile, load_baselines
 from harness.errors import UserError
+from harness.fsio import write_text
+from harness.reports import views
+from harness.reports.charts import chart_svg
+from harness.reports.formatting import doc as _doc
+from harness.reports.formatting import ms as _ms
+from harness.reports.formatting import num as _num
+from harness.reports.formatting import verdict_view as _verdict_view
 from harness.results import STATUSES, Result
-
-STAGES = ("export", "parity", "accuracy", "throughput")
-DEVICE_LABEL = {"cpu": "CPU", "gpu": "GPU", "ascend910": "Ascend 910", "ascend310": "Ascend 310",
-                "ascend310p": "Ascend 310P"}
-DEVICE_ORDER = ("cpu", "gpu", "ascend910", "ascend310", "ascend310p")
-# Beyond this spread a linear axis flattens the slow series (CPU at ~10 img/s
-# beside documented NPU figures at ~1000) into the floor.
-LOG_Y_SPREAD = 20.0
-
-
-# -- formatting ---------------------------------------------------------------
-def _num(v, spec: str) -> str:
-    if v is None:
-        return "—"
-    try:
-        return format(float(v), spec)
-    except (TypeError, ValueError):
-        return str(v)
-
-
-def _doc(v) -> str:
-    """A documented figure as baselines.yaml holds it: no rounding, no padding."""
-    f = float(v)
-    return str(int(f)) if f.is_integer() else repr(f)
-
-
-def _ms(v) -> str:
-    if v is None:
-        return "—"
-    return _num(v, ".3g") if abs(float(v)) < 1 else _num(v, ".2f")
-
-
-def _verdicts(baseline: dict | None) -> list[dict]:
-    if not baseline:
-        return []
-    return list(baseline["all"]) if "all" in baseline else [baseline]
-
-
-def _tolerance(tol: dict | None) -> str:
-    if not tol:
-        return ""
-    parts = []
-    if tol.get("abs") is not None:
-        parts.append(f"±{_doc(tol['abs'])}")
-    if tol.get("rel") is not None:
-        parts.append(f"±{_doc(100 * tol['rel'])}%")
-    return " or ".join(parts)
-
-
-def _verdict_view(v: dict) -> dict:
-    src = v.get("source") or {}
-    return {
-        "id": v.get("id"), "value": _doc(v["value"]) if v.get("value") is not None else "—",
-        "unit": v.get("unit") or "", "verdict": v.get("verdict") or "—", "reason": v.get("reason") or "",
-        "tolerance": _tolerance(v.get("tolerance")), "document": src.get("document", ""),
-        "section": src.get("section", ""),
-    }
+from harness.results.history import load_history, run_order
+from harness.vocab import STAGE_NAMES as STAGES
+from harness.vocab import device_label
+from harness.vocab import device_rank as _device_rank
 
 
 def _ordered_models(names) -> list[str]:
-    from harness.baselines import MODELS
-
     names = set(names)
     return [m for m in MODELS if m in names] + sorted(names - set(MODELS))
 
@@ -88,15 +40,10 @@ def _series_name(r: Result) -> str:
     return r.target or "-".join(x for x in (r.device, r.runner, r.precision) if x)
 
 
-def _device_rank(device: str) -> int:
-    return DEVICE_ORDER.index(device) if device in DEVICE_ORDER else len(DEVICE_ORDER)
-
-
 # -- inputs -------------------------------------------------------------------
 def _load_baselines(baselines):
     if baselines is None:
         return None, None
-    from harness.baselines import BaselinesFile, load_baselines
 
     if isinstance(baselines, BaselinesFile):
         return baselines, None
@@ -104,8 +51,6 @@ def _load_baselines(baselines):
 
 
 def _read_store(store_path, run_id: str | None):
-    from harness.regression import load_history, run_order
-
     if store_path is None:
         raise UserError("no results store given", fix="pass the store path (e.g. .harness/results.sqlite)")
     path = Path(store_path)
@@ -168,13 +113,13 @@ def _throughput(results: list[Result], bf, model: str, run_label) -> dict | None
         pts = {bs: r.metrics["throughput_ips"] for bs, r in cells.items()
                if isinstance(r.metrics.get("throughput_ips"), (int, float))}
         best = max(pts, key=pts.get) if pts else None
-        col = {"kind": "measured", "label": name, "family": device, "device": DEVICE_LABEL.get(device, device),
+        col = {"kind": "measured", "label": name, "family": device, "device": device_label(device),
                "scope": "/".join(scopes) or "not recorded", "cells": {}, "detail": "", "source": [],
                "best": f"bs{best} ({_num(pts[best], '.2f')})" if best else "—"}
         for bs, r in cells.items():
             v = pts.get(bs)
             title = [f"{r.case}: {r.status}", r.reason, f"run {run_label(r.run_id)}"]
-            verdicts = [_verdict_view(x) for x in _verdicts(r.baseline)]
+            verdicts = [_verdict_view(x) for x in (v.to_dict() for v in verdicts_of(r.baseline))]
             title += [f"vs {x['id']} ({x['value']} {x['unit']}): {x['verdict']}" for x in verdicts]
             col["cells"][bs] = {
                 "value": _num(v, ".2f") if v is not None else None, "status": r.status,
@@ -189,7 +134,7 @@ def _throughput(results: list[Result], bf, model: str, run_label) -> dict | None
             series.append({"label": f"{name} ({col['scope']})", "device": device, "documented": False,
                            "points": sorted(pts.items())})
     for (device, device_model, runner, precision, weights, scope), entries in documented.items():
-        label = " ".join(x for x in (DEVICE_LABEL.get(device, device), device_model) if x)
+        label = " ".join(x for x in (device_label(device), device_model) if x)
         vals = {b.batch_size: b for b in entries}
         best = max(vals, key=lambda bs: vals[bs].value)
         col = {"kind": "documented", "label": f"{label} (documented)", "family": device, "device": label,
@@ -215,8 +160,8 @@ def _throughput(results: list[Result], bf, model: str, run_label) -> dict | None
     if bf is not None:
         for c in bf.claims:
             if c.model == model:
-                num = " ".join(x for x in (DEVICE_LABEL.get(c.numerator, c.numerator), c.numerator_model) if x)
-                den = " ".join(x for x in (DEVICE_LABEL.get(c.denominator, c.denominator), c.denominator_model)
+                num = " ".join(x for x in (device_label(c.numerator), c.numerator_model) if x)
+                den = " ".join(x for x in (device_label(c.denominator), c.denominator_model)
                                if x)
                 at = "each at its best batch" if c.at == "best_batch" else f"at bs{c.at}"
                 claims.append({"id": c.id, "text": f"{num} ≥ {_doc(c.min_ratio)} × {den}, {at}",
@@ -231,7 +176,7 @@ def _latency(results: list[Result], run_label) -> list[dict]:
         if r.stage != "throughput" or "latency_ms_p50" not in m:
             continue
         rows.append({
-            "case": r.case, "device": DEVICE_LABEL.get(r.device, r.device), "batch_size": r.batch_size,
+            "case": r.case, "device": device_label(r.device), "batch_size": r.batch_size,
             "runner": " ".join(x for x in (r.runner, r.runner_version) if x), "scope": r.timing_scope or "—",
             "throughput": _num(m.get("throughput_ips"), ".2f"), "p50": _ms(m.get("latency_ms_p50")),
             "p90": _ms(m.get("latency_ms_p90")), "p99": _ms(m.get("latency_ms_p99")),
@@ -267,10 +212,10 @@ def _accuracy(results: list[Result], run_label) -> list[dict]:
             continue
         m = r.metrics
         rows.append({
-            "case": r.case, "device": DEVICE_LABEL.get(r.device, r.device), "batch_size": r.batch_size,
+            "case": r.case, "device": device_label(r.device), "batch_size": r.batch_size,
             "top1": _num(m.get("top1"), ".3f"), "top5": _num(m.get("top5"), ".3f"),
             "num_images": m.get("num_images", "—"), "status": r.status, "reason": r.reason,
-            "baselines": [_verdict_view(v) for v in _verdicts(r.baseline)], "run": run_label(r.run_id),
+            "baselines": [_verdict_view(v) for v in (v.to_dict() for v in verdicts_of(r.baseline))], "run": run_label(r.run_id),
         })
     return rows
 
@@ -282,7 +227,7 @@ def _documented_accuracy(bf, model: str) -> list[dict]:
     for b in bf.baselines:
         if b.model == model and b.metric in ("top1", "top5"):
             out.append({"id": b.id, "metric": b.metric, "value": _doc(b.value), "unit": b.unit,
-                        "device": " ".join(x for x in (DEVICE_LABEL.get(b.device, b.device), b.device_model) if x),
+                        "device": " ".join(x for x in (device_label(b.device), b.device_model) if x),
                         "batch_size": b.batch_size or "—", "weights": b.weights or "—",
                         "document": b.source.document, "section": b.source.section})
     return out
@@ -339,7 +284,7 @@ def _environment(runs: list[dict], run_label) -> list[dict]:
             "cpu_model": env.get("cpu_model", "—"), "cpu_cores": env.get("cpu_cores", "—"),
             "os": env.get("os", "—"), "python": env.get("python", "—"),
             "frameworks": ", ".join(f"{k} {v}" for k, v in fw.items()) or "—",
-            "devices": ", ".join(DEVICE_LABEL.get(d, d) for d, present in devices.items() if present) or "—",
+            "devices": ", ".join(device_label(d) for d, present in devices.items() if present) or "—",
             "git": (commit[:12] + (" (dirty)" if git.get("dirty") else "")) if commit else "not a git checkout",
         })
     return out
@@ -357,75 +302,11 @@ def _latency_series(results: list[Result]) -> list[dict]:
             for (device, name, scope), p in sorted(pts.items(), key=lambda kv: (_device_rank(kv[0][0]), kv[0][1]))]
 
 
-# -- chart --------------------------------------------------------------------
-def _chart_svg(model: str, series: list[dict], *, quantity: str = "throughput",
-               unit: str = "images/s") -> str | None:
-    """A quantity vs batch size as inline SVG; measured solid, documented dashed."""
-    if not series:
-        return None
-    import matplotlib
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator, ScalarFormatter
-
-    # Figure + an explicit Agg canvas keep pyplot's global state (and any GUI
-    # backend the caller chose) out of it.
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"harness-{model}",
-                                "font.size": 9}):
-        fig = Figure(figsize=(7.5, 4.0), layout="constrained")
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        palette = matplotlib.color_sequences["tab10"]
-        devices = sorted({s["device"] for s in series}, key=_device_rank)
-        color = {d: palette[i % len(palette)] for i, d in enumerate(devices)}
-        markers = itertools.cycle("osD^vP*X")
-        values, sizes = [], set()
-        for s in series:
-            xs, ys = zip(*s["points"])
-            values += ys
-            sizes.update(xs)
-            # '$' would start matplotlib mathtext inside a label
-            label = s["label"].replace("$", r"\$")
-            if s["documented"]:
-                ax.plot(xs, ys, linestyle="--", marker="x", color=color[s["device"]], label=label, alpha=0.85)
-            else:
-                ax.plot(xs, ys, linestyle="-", marker=next(markers), color=color[s["device"]], label=label,
-                        linewidth=2)
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_locator(FixedLocator(sorted(sizes)))
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_locator(NullLocator())
-        positive = [v for v in values if v > 0]
-        if positive and max(positive) / min(positive) > LOG_Y_SPREAD:
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-            ax.set_ylabel(f"{quantity}, {unit} (log scale)")
-        else:
-            ax.set_ylim(bottom=0)
-            ax.set_ylabel(f"{quantity}, {unit}")
-        ax.set_xlabel("batch size (log2 scale)")
-        ax.set_title(f"{model}: {quantity} vs batch size")
-        ax.grid(True, which="major", alpha=0.3)
-        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False,
-                  title="solid: measured\ndashed: documented" if any(x["documented"] for x in series) else None,
-                  title_fontsize=8, alignment="left")
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg",
-                    metadata={"Date": None, "Creator": None, "Type": None, "Format": None})
-    svg = buf.getvalue()
-    svg = svg[svg.index("<svg"):]
-    # the page sizes the chart; keep the viewBox, drop the fixed pt size
-    return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1 class="chart"', svg, count=1)
-
-
 # -- page ---------------------------------------------------------------------
 def build_context(store_path, baselines=None, *, run_id: str | None = None,
                   generated_at: datetime | None = None) -> dict:
     """Everything the template shows, as plain data (strings, numbers, lists)."""
     bf, bf_path = _load_baselines(baselines)
-    from harness.reports import views
-    from harness.regression import evaluate
 
     path, all_runs, results, history = _read_store(store_path, run_id)
     try:
@@ -449,12 +330,12 @@ def build_context(store_path, baselines=None, *, run_id: str | None = None,
         tp = _throughput(rs, bf, name, run_label)
         claims, claims_note = views.claim_views(name, bf, rs)
         models.append({
-            "latency_chart": _chart_svg(name, _latency_series(rs), quantity="latency p50", unit="ms"),
+            "latency_chart": chart_svg(name, _latency_series(rs), quantity="latency p50", unit="ms"),
             "ratios": views.ratio_table(tp, run_label), "claim_verdicts": claims, "claims_note": claims_note,
             "gates": views.gate_rows(name, rs, outcome, claims, claims_note),
             "history": views.history_rows(name, history.results, history.runs, run_label),
             "name": name, "counts": _counts(rs), "stages": _stage_counts(rs), "throughput": tp,
-            "chart": _chart_svg(name, tp["series"]) if tp else None,
+            "chart": chart_svg(name, tp["series"]) if tp else None,
             "latency": _latency(rs, run_label), "parity": _parity(rs, run_label),
             "accuracy": _accuracy(rs, run_label), "documented_accuracy": _documented_accuracy(bf, name),
             "skipped_accuracy": [{"case": r.case, "reason": r.reason} for r in rs
@@ -502,8 +383,5 @@ def write_report(store_path, out_path, baselines=None, *, run_id: str | None = N
     out = Path(out_path)
     if out.is_dir():
         raise UserError("report output path is a directory", path=out, fix="name a file, e.g. report.html")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out)  # a reader never sees half a page
+    write_text(out, html)  # a reader never sees half a page
     return out

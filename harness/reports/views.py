@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from harness.analysis import claims as claims_mod
+from harness.analysis.verdicts import verdicts_of
 from harness.results import Result
+from harness.results.history import run_order
+from harness.vocab import METRIC_DIRECTION, device_label
 
 HISTORY_METRICS = (("throughput_ips", "images/s", ".2f"), ("latency_ms_p50", "ms p50", ".3g"),
                    ("top1", "top-1 %", ".3f"), ("top5", "top-5 %", ".3f"))
@@ -40,8 +44,6 @@ def sparkline(values: list[float], *, higher_is_better: bool) -> str:
 
 def history_rows(model: str, results: list[Result], runs: dict, run_label) -> list[dict]:
     """One row per (identity, metric): the metric over every run that measured it."""
-    from harness.regression import METRIC_DIRECTION, run_order
-
     series = defaultdict(list)
     for r in results:
         if r.model != model or r.status not in ("passed", "failed"):
@@ -109,14 +111,9 @@ def ratio_table(throughput: dict | None, label) -> dict | None:
 
 
 def claim_views(model: str, bf, latest: list[Result]) -> tuple[list[dict], str | None]:
-    """Published and measured claim verdicts via harness.claims (a sibling
-    module that may not be installed yet)."""
+    """Published and measured claim verdicts (harness.analysis.claims)."""
     if bf is None or not any(c.model == model for c in bf.claims):
         return [], None
-    try:
-        from harness import claims as claims_mod
-    except ImportError:
-        return [], "claims not evaluated: harness.claims is not available in this installation"
     out = []
     try:
         verdicts = list(claims_mod.evaluate_published(bf)) + list(claims_mod.evaluate_claims(latest, bf.claims))
@@ -140,15 +137,7 @@ def claim_views(model: str, bf, latest: list[Result]) -> tuple[list[dict], str |
 
 
 def _dev(name: str) -> str:
-    from harness.reports.html import DEVICE_LABEL
-
-    return DEVICE_LABEL.get(name, name)
-
-
-def _verdicts(baseline: dict | None) -> list[dict]:
-    if not baseline:
-        return []
-    return list(baseline["all"]) if "all" in baseline else [baseline]
+    return device_label(name)
 
 
 def gate_rows(model: str, latest: list[Result], outcome, claims: list[dict], claims_note: str | None) -> list[dict]:
@@ -156,7 +145,7 @@ def gate_rows(model: str, latest: list[Result], outcome, claims: list[dict], cla
     rows = []
     for stage, name in (("accuracy", "accuracy vs documented baselines"),
                         ("throughput", "throughput vs documented baselines")):
-        vs = [v for r in latest if r.stage == stage for v in _verdicts(r.baseline)]
+        vs = [v for r in latest if r.stage == stage for v in (x.to_dict() for x in verdicts_of(r.baseline))]
         fails = [v for v in vs if v.get("verdict") == "fail"]
         passes = [v for v in vs if v.get("verdict") == "pass"]
         nc = len(vs) - len(fails) - len(passes)

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import ais_bench_output as out
 from harness.errors import UserError
+from harness.runners import ais_bench_io as out
 from harness.runners.base import Runner
+from harness.vocab import NPU_FAMILIES
 
 INSTALL_FIX = ("on a CANN host, install ais_bench and aclruntime from Ascend's tools repository "
                "(source /usr/local/Ascend/ascend-toolkit/set_env.sh first)")
@@ -163,6 +164,7 @@ class _Cli:
 class AisBenchRunner(Runner):
     name = "ais_bench"
     formats = ("om",)
+    devices = NPU_FAMILIES
     timing_scope = "device"
 
     def load(self, artifact, input_shape):

@@ -16,7 +16,8 @@ class Runner:
     """
 
     name: str = "base"
-    formats: tuple[str, ...] = ()
+    formats: tuple[str, ...] = ()  # artifact formats it loads (harness.vocab.FORMATS)
+    devices: tuple[str, ...] = ()  # device families it runs on (harness.vocab.DEVICES)
     timing_scope: str = "host"
 
     def __init__(self, device: str, device_id: int = 0, precision: str = "fp32", options: dict | None = None):

@@ -10,9 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.models.mindspore_net import set_context
+from harness.runners import devices as devices
 from harness.runners.base import Runner
+from harness.vocab import DEVICE_FAMILIES, DEVICES
 
-DEVICE_TARGET = {"cpu": "CPU", "gpu": "GPU", "ascend910": "Ascend", "ascend310": "Ascend", "ascend310p": "Ascend"}
+DEVICE_TARGET = {d.name: d.mindspore_target for d in DEVICE_FAMILIES if d.mindspore_target}
 PACKAGE_HINT = {
     "GPU": "install a MindSpore build with the GPU backend and a matching CUDA (see mindspore.cn/install)",
     "Ascend": "install MindSpore for Ascend and source /usr/local/Ascend/ascend-toolkit/set_env.sh",
@@ -22,8 +25,6 @@ PACKAGE_HINT = {
 def check_target(device: str, available: list[str] | None = None, *, cann=None) -> str:
     """The MindSpore device target for a harness device family, or a UserError
     saying why this installation cannot run it."""
-    from harness import devices
-
     if device not in DEVICE_TARGET:
         raise UserError(f"MindSpore has no device target for {device!r}", fix=f"use one of {', '.join(DEVICE_TARGET)}")
     target = DEVICE_TARGET[device]
@@ -41,16 +42,16 @@ def check_target(device: str, available: list[str] | None = None, *, cann=None) 
 class MindSporeRunner(Runner):
     name = "mindspore"
     formats = ("native", "mindir")
+    devices = tuple(DEVICE_TARGET)
 
     def load(self, artifact, input_shape):
         import mindspore as ms
         from mindspore import nn
 
-        from harness.networks import set_context
 
         target = check_target(self.device)
         set_context(target)
-        if self.device != "cpu":
+        if DEVICES[self.device].detector != "host":
             try:
                 ms.set_context(device_id=self.device_id)
             except (RuntimeError, ValueError) as exc:

@@ -7,11 +7,13 @@ import numpy as np
 
 import harness
 from harness.runners.base import Runner
+from harness.vocab import DEVICE_NAMES, FORMAT_NAMES
 
 
 class NullRunner(Runner):
     name = "null"
-    formats = ("onnx", "mindir", "om", "native")
+    formats = FORMAT_NAMES
+    devices = DEVICE_NAMES  # it runs nothing, so "anywhere"
 
     def load(self, artifact, input_shape):
         self.num_classes = int(self.options.get("num_classes", 1000))

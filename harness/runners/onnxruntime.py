@@ -12,20 +12,13 @@ turns on TensorRT's fp16 mode and CANN's `precision_mode`.
 
 from __future__ import annotations
 
-
-
 from harness.errors import UserError
 from harness.runners.base import Runner
+from harness.vocab import DEVICE_FAMILIES, DEVICES
 
 # Preferred providers per device family, best first. A target may name its
 # own list in options.providers.
-PROVIDERS = {
-    "cpu": ["CPUExecutionProvider"],
-    "gpu": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
-    "ascend310": ["CANNExecutionProvider"],
-    "ascend310p": ["CANNExecutionProvider"],
-    "ascend910": ["CANNExecutionProvider"],
-}
+PROVIDERS = {d.name: list(d.onnxruntime_providers) for d in DEVICE_FAMILIES if d.onnxruntime_providers}
 PROVIDER_PACKAGE = {
     "CUDAExecutionProvider": "onnxruntime-gpu",
     "TensorrtExecutionProvider": "onnxruntime-gpu",
@@ -64,7 +57,7 @@ def choose_providers(device: str, wanted: list[str] | None, available: list[str]
         raise UserError(
             f"ONNX Runtime has none of {wanted} for device {device!r} (available: {available})",
             fix=f"install {' or '.join(pkgs)} on this host (in place of the plain onnxruntime package)")
-    if device != "cpu" and chosen == ["CPUExecutionProvider"]:
+    if DEVICES[device].detector != "host" and chosen == ["CPUExecutionProvider"]:
         raise UserError(f"device {device!r} asked for, but the only provider available is the CPU's",
                         fix=f"install {PROVIDER_PACKAGE[PROVIDERS[device][0]]}")
     return chosen
@@ -73,6 +66,7 @@ def choose_providers(device: str, wanted: list[str] | None, available: list[str]
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
     formats = ("onnx",)
+    devices = tuple(PROVIDERS)
 
     def load(self, artifact, input_shape):
         import onnxruntime as ort

@@ -1,0 +1,1 @@
+"""Analysis: verdicts against documented figures, gate thresholds, the history gate, cross-device claims."""

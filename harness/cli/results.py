@@ -1,0 +1,145 @@
+"""Subcommands for results from several hosts and devices:
+`harness import | bundle | claims | devices`. Registered by :mod:`harness.cli.main`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.analysis.claims import evaluate_claims, evaluate_published
+from harness.config.baselines import load_baselines, locate_baselines
+from harness.errors import ExitCode, UserError
+from harness.results import bundles
+from harness.results.bundles import write_bundle
+from harness.results.store import Store
+from harness.runners import devices
+from harness.vocab import NPU_FAMILIES
+
+STORE_HELP = "results store (default $HARNESS_STORE or .harness/results.sqlite)"
+
+
+def _cmd_import(args) -> int:
+    if not args.files and not args.published:
+        raise UserError("nothing to import", fix="pass files, or --published [baselines.yaml]")
+    store = Store(args.store)
+    try:
+        if args.published:
+            p = locate_baselines(None if args.published is True else args.published)
+            if p is None:
+                raise UserError("no baselines file", fix="pass --published PATH")
+            print(f"{p}: published tables: {bundles.import_published(store, p)}")
+        summaries = []
+        for f in args.files:
+            kind = bundles.sniff(f)
+            if kind == "store":
+                print(f"{f}: store: {bundles.merge_store(store, f)}")
+            elif kind == "bundle":
+                print(f"{f}: bundle: {bundles.merge_bundle(store, json.loads(Path(f).read_text()), where=f)}")
+            else:
+                summaries.append(f)
+        if summaries:
+            missing = [o for o, v in (("--model", args.model), ("--device", args.device)) if not v]
+            if missing:
+                raise UserError(f"ais_bench summaries need {' and '.join(missing)}", path=summaries[0],
+                                fix="e.g. --model se_resnext50 --device ascend310p --batch-size 16")
+            rep = bundles.import_ais_bench(
+                store, summaries, host=args.host, model=args.model, device=args.device, batch_size=args.batch_size,
+                device_model=args.device_model, artifact_sha256=args.artifact_sha256,
+                source_sha256=args.source_sha256, preprocessing=args.preprocessing, precision=args.precision)
+            print(f"{len(summaries)} ais_bench summary file(s): {rep}")
+    finally:
+        store.close()
+    return ExitCode.OK
+
+
+def _cmd_bundle(args) -> int:
+    store = Store(args.store, create=False)
+    try:
+        out = write_bundle(store, args.out)
+    finally:
+        store.close()
+    print(f"bundle: {out} (import it on another host with `harness import {out.name}`)")
+    return ExitCode.OK
+
+
+def _cmd_claims(args) -> int:
+    p = locate_baselines(args.baselines)
+    if p is None:
+        raise UserError("no baselines file (claims live there)", fix="pass --baselines PATH")
+    bf = load_baselines(p)
+    verdicts = evaluate_published(bf) if args.published or args.published_only else []
+    if not args.published_only:
+        store = Store(args.store, create=False)
+        try:
+            verdicts = evaluate_claims(store.results(), bf.claims) + verdicts
+        finally:
+            store.close()
+    for v in verdicts:
+        print(f"{v.verdict.upper():15} {v.origin:9} {v.claim_id}: {v.reason}")
+    if args.json:
+        import dataclasses
+
+        Path(args.json).write_text(json.dumps([dataclasses.asdict(v) for v in verdicts], indent=1))
+    return ExitCode.FAILED if any(v.verdict == "fail" for v in verdicts) else ExitCode.OK
+
+
+def _cmd_devices(args) -> int:
+    import dataclasses
+
+
+    rep = devices.detect()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(rep), indent=1))
+        return ExitCode.OK
+    for fam, present in rep.present.items():
+        print(f"{fam:11} {'yes: ' + rep.details.get(fam, '') if present else rep.why_absent.get(fam, 'no')}")
+    env = rep.as_env()
+    npu = env["npu"] or {}
+    print(f"npu-smi: {npu.get('npu_smi_version')}, driver {npu.get('driver_version')}, "
+          f"firmware {npu.get('firmware_version')}; CANN {env['cann_version']}")
+    print(f"onnxruntime providers: {', '.join(env['onnxruntime_providers']) or 'none'}")
+    print(f"mindspore targets: {', '.join(env['mindspore_targets']) or 'none'}")
+    return ExitCode.OK
+
+
+def register(sub) -> None:
+    imp = sub.add_parser(
+        "import", help="import results: another store, a bundle, ais_bench summaries, published tables",
+        description="Merge results measured elsewhere into the store, without duplicates. FILES may be "
+                    "results stores (.sqlite), bundles written by `harness bundle`, or ais_bench "
+                    "*_summary.json files (with --model and --device). Example: harness import "
+                    "host310p.sqlite; harness import out/run_summary.json --model se_resnext50 "
+                    "--device ascend310p --batch-size 16; harness import --published")
+    imp.add_argument("files", nargs="*")
+    imp.add_argument("--store", help=STORE_HELP)
+    imp.add_argument("--published", nargs="?", const=True, metavar="BASELINES",
+                     help="also import the documents' throughput tables (default baselines.yaml)")
+    g = imp.add_argument_group("for ais_bench summaries")
+    g.add_argument("--model", help="model key, e.g. se_resnext50")
+    g.add_argument("--device", choices=NPU_FAMILIES)
+    g.add_argument("--device-model", help="chip name npu-smi reports, e.g. 310P3")
+    g.add_argument("--batch-size", type=int, help="default: the summary's args (batchsize/dymBatch)")
+    g.add_argument("--host", help="the host the summaries came from")
+    g.add_argument("--artifact-sha256", help="default: sha256 of the OM named in the summary, if readable here")
+    g.add_argument("--source-sha256", help="sha256 of the ONNX the OM was converted from")
+    g.add_argument("--preprocessing", help="preprocessing identity, as the harness records it")
+    g.add_argument("--precision", choices=("fp32", "fp16", "int8", "mixed"))
+    imp.set_defaults(func=_cmd_import)
+
+    b = sub.add_parser("bundle", help="write the store's runs and results to one JSON file for `harness import`")
+    b.add_argument("--store", help=STORE_HELP)
+    b.add_argument("--out", required=True)
+    b.set_defaults(func=_cmd_bundle)
+
+    c = sub.add_parser("claims", help="evaluate cross-device claims (e.g. 310P >= 1.2x 310) from the store",
+                       description="Exit 1 when a claim fails. --published adds the documents' own tables.")
+    c.add_argument("--store", help=STORE_HELP)
+    c.add_argument("--baselines", help="baselines file (default baselines.yaml)")
+    c.add_argument("--published", action="store_true", help="also hold the published tables against the claims")
+    c.add_argument("--published-only", action="store_true", help="only the published tables; no store needed")
+    c.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON")
+    c.set_defaults(func=_cmd_claims)
+
+    d = sub.add_parser("devices", help="show detected devices, drivers, CANN, providers")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=_cmd_devices)

@@ -1,0 +1,144 @@
+"""Networks and artifacts for a suite, made lazily and memoised for one run.
+
+A suite's source (mindcv network, timm model, or a user's ONNX file) becomes
+the framework network (the parity reference) and its artifacts: ONNX and
+MINDIR per batch size (MindSpore bakes the batch into its exports), one
+dynamic-batch ONNX from torch, and OM files converted by ``atc`` for the SoC
+of the Ascend device at hand. Artifacts are cached on disk by what they were
+made from (:class:`harness.models.cache.ArtifactCache`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from harness.config.suite import Suite
+from harness.errors import CaseSkipped, UserError
+from harness.models import atc, mindspore_net, torch_net
+from harness.models.cache import Artifact, ArtifactCache, sha256_file
+
+
+def predict(net, x):
+    """Logits of a framework network (MindSpore cell or torch module) for an NCHW array."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(net, torch.nn.Module):
+        return torch_net.predict(net, x)
+
+    return mindspore_net.predict(net, x)
+
+
+class ModelProvider:
+    """``chips(family)`` names the NPU chips of a family on this host (for atc's
+    --soc_version); ``why_absent(family)`` says why there are none."""
+
+    def __init__(self, cache: ArtifactCache, *, chips: Callable[[str], list[str]] = lambda fam: [],
+                 why_absent: Callable[[str], str] = lambda fam: f"no {fam} on this host"):
+        self.cache = cache
+        self._chips, self._why_absent = chips, why_absent
+        self._nets: dict[tuple, object] = {}
+        self._artifacts: dict[tuple, Artifact] = {}
+        self.om_source: dict[Path, str] = {}  # OM -> sha256 of the ONNX it was converted from
+
+    # -- the framework network ------------------------------------------------------------
+    def network(self, suite: Suite, device_target: str = "CPU"):
+        src = suite.source
+        memo = (suite.path, src.kind)
+        if memo in self._nets:
+            return self._nets[memo]
+        if src.kind == "pytorch":  # the timm model itself (parity reference for its export)
+
+            net = torch_net.build_model(src.arch, src.num_classes, suite.resolve(src.checkpoint), seed=src.seed)
+        elif src.kind == "mindcv":
+            mindspore_net.set_context(device_target)
+            net = mindspore_net.build_network(src.arch, src.num_classes, seed=src.seed)
+            ckpt = suite.resolve(src.checkpoint)
+            if ckpt is not None:
+                mindspore_net.load_checkpoint(net, ckpt)
+            elif src.init == "scaled":
+                mindspore_net.reinit_well_scaled(net, src.seed)
+        else:
+            raise CaseSkipped(f"source.kind is {src.kind!r}: there is no framework network to run")
+        self._nets[memo] = net
+        return net
+
+    # -- artifacts ---------------------------------------------------------------------------
+    def artifact(self, suite: Suite, fmt: str, batch_size: int, device: str | None = None) -> Artifact:
+        if fmt == "om":
+            return self.om(suite, batch_size, device)
+        memo = (suite.path, fmt, batch_size)
+        if memo not in self._artifacts:
+            self._artifacts[memo] = self._make(suite, fmt, batch_size)
+        return self._artifacts[memo]
+
+    def _make(self, suite: Suite, fmt: str, batch_size: int) -> Artifact:
+        src = suite.source
+        if src.kind == "onnx":
+            if fmt != "onnx":
+                raise CaseSkipped(f"cannot make {fmt} from an ONNX source")
+            path = suite.resolve(src.path)
+            if not path.is_file():
+                raise UserError("ONNX model not found", path=path, fix="fix source.path in the suite")
+            return Artifact("onnx", path, sha256_file(path), batch_size, None, cached=True)
+        if src.kind == "pytorch":
+            if fmt != "onnx":
+                raise CaseSkipped(f"cannot make {fmt} from a PyTorch source (it exports ONNX; OM is converted "
+                                  "from that)")
+            # one dynamic-batch file serves every batch size
+            key = self.cache.key(suite, f"onnx:pytorch:{src.opset}:dynamic", 0)
+
+            def produce(tmp):
+                return torch_net.export_onnx(self.network(suite), tmp, suite.input.size, opset=src.opset,
+                                             channels=suite.input.channels)
+
+            meta = {"suite": str(suite.path), "arch": src.arch, "source": "pytorch", "opset": src.opset,
+                    "dynamic_batch": True}
+            return self._cached(key, fmt, batch_size, produce, meta)
+        shape = (batch_size, suite.input.channels, suite.input.size, suite.input.size)
+        key = self.cache.key(suite, fmt, batch_size)
+
+        def produce(tmp):
+            return mindspore_net.export(self.network(suite), shape, fmt.upper(), tmp)
+
+        return self._cached(key, fmt, batch_size, produce, {"suite": str(suite.path), "arch": src.arch,
+                                                             "shape": shape})
+
+    def _cached(self, key, fmt, batch_size, produce, meta) -> Artifact:
+        path = self.cache.lookup(key, fmt)
+        if path is not None:
+            return Artifact(fmt, path, self.cache.meta(path)["sha256"], batch_size, None, cached=True)
+        t0 = time.perf_counter()
+        path, sha = self.cache.store(key, fmt, produce, meta)
+        return Artifact(fmt, path, sha, batch_size, time.perf_counter() - t0, cached=False)
+
+    def om(self, suite: Suite, batch_size: int, device: str, gears: list[int] | None = None) -> Artifact:
+        """A static OM for one batch size, or (with gears) one dynamic-batch OM,
+        converted by atc for the SoC npu-smi reports; cached beside the ONNX
+        artifacts, its atc command recorded with it."""
+        chips = self._chips(device)
+        if not chips:
+            raise CaseSkipped(self._why_absent(device))
+        soc = atc.soc_version(chips[0])
+        memo = (suite.path, "om", tuple(gears) if gears else batch_size, soc)
+        if memo in self._artifacts:
+            return self._artifacts[memo]
+        onnx_art = self.artifact(suite, "onnx", gears[0] if gears else batch_size)
+        label = f"dyn{'-'.join(map(str, gears))}" if gears else f"bs{batch_size}"
+        stem = self.cache.root / "om" / f"{onnx_art.sha256[:16]}_{soc}_{label}"
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        shape = (batch_size, suite.input.channels, suite.input.size, suite.input.size)
+        cmd = atc.build_command(onnx_art.path, stem, atc.onnx_input_name(onnx_art.path), shape, soc,
+                                dynamic_batches=gears)
+        om = atc.om_path(stem)
+        t0 = time.perf_counter()
+        cached = om.is_file()
+        if not cached:
+            om = atc.convert(cmd, stem)
+        command = (atc.recorded_command(stem) if cached else None) or " ".join(cmd)
+        art = Artifact("om", om, sha256_file(om), batch_size, None if cached else time.perf_counter() - t0,
+                       cached, command=command)
+        self.om_source[om] = onnx_art.sha256
+        self._artifacts[memo] = art
+        return art

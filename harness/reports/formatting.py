@@ -1,0 +1,45 @@
+"""How numbers and verdicts are written on the page: measured values formatted, documented ones as given."""
+
+from __future__ import annotations
+
+
+def num(v, spec: str) -> str:
+    if v is None:
+        return "—"
+    try:
+        return format(float(v), spec)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def doc(v) -> str:
+    """A documented figure as baselines.yaml holds it: no rounding, no padding."""
+    f = float(v)
+    return str(int(f)) if f.is_integer() else repr(f)
+
+
+def ms(v) -> str:
+    if v is None:
+        return "—"
+    return num(v, ".3g") if abs(float(v)) < 1 else num(v, ".2f")
+
+
+def tolerance(tol: dict | None) -> str:
+    if not tol:
+        return ""
+    parts = []
+    if tol.get("abs") is not None:
+        parts.append(f"±{doc(tol['abs'])}")
+    if tol.get("rel") is not None:
+        parts.append(f"±{doc(100 * tol['rel'])}%")
+    return " or ".join(parts)
+
+
+def verdict_view(v: dict) -> dict:
+    src = v.get("source") or {}
+    return {
+        "id": v.get("id"), "value": doc(v["value"]) if v.get("value") is not None else "—",
+        "unit": v.get("unit") or "", "verdict": v.get("verdict") or "—", "reason": v.get("reason") or "",
+        "tolerance": tolerance(v.get("tolerance")), "document": src.get("document", ""),
+        "section": src.get("section", ""),
+    }

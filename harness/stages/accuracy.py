@@ -1,0 +1,78 @@
+"""Stage `accuracy`: Top-1/Top-5 on a labelled dataset, held against the documents."""
+
+from __future__ import annotations
+
+from harness.analysis.verdicts import hold_by_rule
+from harness.data import datasets
+from harness.data.prep_cache import PrepCache
+from harness.data.samples import batches
+from harness.errors import CaseFailed, CaseSkipped, UserError
+from harness.metrics import TopK
+from harness.stages.base import Stage
+
+
+class AccuracyStage(Stage):
+    name = "accuracy"
+
+    def batch_sizes(self, suite, target):
+        return target.batch_sizes[:1]
+
+    def run(self, case, ctx, res):
+        suite = case.suite
+        src = suite.source
+        if src.kind in ("mindcv", "pytorch") and not src.checkpoint:
+            ids = ", ".join(suite.accuracy_baselines) or "the documented accuracy"
+            raise CaseSkipped(f"no trained weights: the network is randomly initialised, so its accuracy means "
+                              f"nothing. Set source.checkpoint in {suite.path} to a trained .ckpt/.pth and "
+                              f"dataset.kind: imagefolder (or flat + label_file) with dataset.path (ImageNet val) "
+                              f"to check against {ids}")
+        if suite.dataset.kind == "synthetic":
+            raise CaseSkipped(f"dataset is synthetic (generated images have no true labels); set dataset.kind: "
+                              f"imagefolder (or flat + label_file) and dataset.path in {suite.path}")
+        ds = datasets.from_spec(suite.dataset, suite.resolve, num_classes=src.num_classes)
+        recipe = ctx.recipe(suite)
+        topk = TopK((1, 5))
+        where = f"{case.target.runner} output on {suite.dataset.path}"
+        source = None
+        if suite.dataset.prep_cache:
+            cache = PrepCache(ctx.models.cache.root / "prep", recipe)
+            hits = sum(cache.path(s).is_file() for s in ds.samples)
+            res.metrics["prep_cache"] = {"dir": str(cache.dir), "cached": hits, "built": len(ds.samples) - hits}
+            # images not cached yet are preprocessed (and stored) as the stream reaches them
+            source = _cache_stream(cache, ds.samples)
+        from tqdm import tqdm
+
+        with ctx.runner(case, res, ctx.target_artifact(case, res)) as runner:
+            stream = batches(ds.samples, recipe, case.batch_size, on_corrupt=suite.dataset.on_corrupt,
+                             skipped=ds.skipped, workers=suite.dataset.workers, source=source)
+            # shown on a terminal only (disable=None): pytest's captured output stays clean
+            for x, labels, n in tqdm(stream, total=-(-len(ds.samples) // case.batch_size), unit="batch",
+                                     desc=f"{suite.model} {case.name}", disable=None, leave=False):
+                topk.update(runner.run(x)[:n], labels, where=where)
+        res.metrics.update(topk.result())
+        res.metrics["dataset"] = ds.completeness(topk.count)
+        res.metrics["preprocessing_golden_sha256"] = recipe.golden_sha256
+        expected = suite.dataset.expected_images
+        incomplete = expected is not None and topk.count != expected
+        summary = ds.summary(topk.count) + (f"; expected {expected}" if incomplete else "")
+        res.reason = f"top1 {res.metrics['top1']:.3f}%, top5 {res.metrics['top5']:.3f}% ({summary})"
+        if incomplete and suite.dataset.require_complete:
+            raise CaseFailed(f"incomplete evaluation: {summary}")
+        wanted = case.target.accuracy_baselines if case.target.accuracy_baselines is not None \
+            else suite.accuracy_baselines
+        if ctx.baselines is None or not wanted:
+            return
+        verdicts = [v for b in ctx.baselines_by_id(wanted, suite)
+                    for v in hold_by_rule(res.metrics[b.metric], b, suite.accuracy_rule)]
+        res.reason += "; " + "; ".join(f"{v.verdict}: {v.reason}" for v in verdicts)
+        ctx.record(res, verdicts)
+
+
+def _cache_stream(cache, samples):
+    """The cache's (sample, array) stream, with an unreadable image passed on as
+    its error (as batches() expects) instead of ending the stream."""
+    for s in samples:
+        try:
+            yield from cache.stream([s])
+        except UserError as exc:
+            yield s, exc
