@@ -40,13 +40,13 @@ def _cmd_import(args) -> int:
         if summaries:
             missing = [o for o, v in (("--model", args.model), ("--device", args.device)) if not v]
             if missing:
-                raise UserError(f"ais_bench summaries need {' and '.join(missing)}", path=summaries[0],
+                raise UserError(f"ais_bench results need {' and '.join(missing)}", path=summaries[0],
                                 fix="e.g. --model se_resnext50 --device ascend310p --batch-size 16")
             rep = bundles.import_ais_bench(
                 store, summaries, host=args.host, model=args.model, device=args.device, batch_size=args.batch_size,
                 device_model=args.device_model, artifact_sha256=args.artifact_sha256,
                 source_sha256=args.source_sha256, preprocessing=args.preprocessing, precision=args.precision)
-            print(f"{len(summaries)} ais_bench summary file(s): {rep}")
+            print(f"{len(summaries)} ais_bench file(s): {rep}")
     finally:
         store.close()
     return ExitCode.OK
@@ -107,18 +107,19 @@ def register(sub) -> None:
         "import", help="import results: another store, a bundle, ais_bench summaries, published tables",
         description="Merge results measured elsewhere into the store, without duplicates. FILES may be "
                     "results stores (.sqlite), bundles written by `harness bundle`, or ais_bench "
-                    "*_summary.json files (with --model and --device). Example: harness import "
+                    "results: its *_summary.json or its console log, of any release (with --model and "
+                    "--device). Example: harness import "
                     "host310p.sqlite; harness import out/run_summary.json --model se_resnext50 "
                     "--device ascend310p --batch-size 16; harness import --published")
     imp.add_argument("files", nargs="*")
     imp.add_argument("--store", help=STORE_HELP)
     imp.add_argument("--published", nargs="?", const=True, metavar="BASELINES",
                      help="also import the documents' throughput tables (default baselines.yaml)")
-    g = imp.add_argument_group("for ais_bench summaries")
+    g = imp.add_argument_group("for ais_bench summaries and console logs")
     g.add_argument("--model", help="model key, e.g. se_resnext50")
     g.add_argument("--device", choices=NPU_FAMILIES)
     g.add_argument("--device-model", help="chip name npu-smi reports, e.g. 310P3")
-    g.add_argument("--batch-size", type=int, help="default: the summary's args (batchsize/dymBatch)")
+    g.add_argument("--batch-size", type=int, help="default: the summary's args (batchsize/dymBatch) or the log's throughput line")
     g.add_argument("--host", help="the host the summaries came from")
     g.add_argument("--artifact-sha256", help="default: sha256 of the OM named in the summary, if readable here")
     g.add_argument("--source-sha256", help="sha256 of the ONNX the OM was converted from")

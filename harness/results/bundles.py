@@ -4,7 +4,8 @@
   `harness bundle` (JSON: its runs and results): merged without duplicates,
   each run keeping its own environment (host, devices), so cross-device
   claims can be evaluated from figures measured on different machines;
-- ais_bench `*_summary.json` files from runs made by hand (device scope);
+- ais_bench results of runs made by hand (device scope): its `*_summary.json`
+  or its console log, of any release (harness.runners.ais_bench_io);
 - the documents' published throughput tables (baselines.yaml), stored as
   results with `metrics.origin: "published"`, so reports can set measured
   figures beside published ones.
@@ -19,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import platform
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,6 +34,8 @@ from harness.runners import ais_bench_io as out
 BUNDLE_FORMAT = "harness-results-bundle"
 BUNDLE_VERSION = 1
 _FIELDS = {f.name for f in dataclasses.fields(Result)}
+# what tells an ais_bench console log (every release) from other text
+_AIS_BENCH_LOG = re.compile(r"NPU_compute_time|throughput\s*\(?\s*1000|summary throughput:", re.IGNORECASE)
 
 
 @dataclasses.dataclass
@@ -124,10 +128,11 @@ def ais_bench_result(summary_path: str | Path, *, model: str, device: str, batch
                      source_sha256: str | None = None, preprocessing: str | None = None,
                      precision: str | None = None, runner_version: str | None = None,
                      run_id: str) -> Result:
-    s = out.parse_summary_json(summary_path)
+    s = out.read_summary(summary_path, batch_size=batch_size)
     b = batch_size or (int(s.batch_size) if s.batch_size else None)
     if not b:
-        raise UserError("the summary's args name no batch size", path=summary_path,
+        raise UserError("the file names no batch size (no --batchsize/--dymBatch in the summary's args, no "
+                        "batch in the throughput line)", path=summary_path,
                         fix="pass --batch-size (the batch the OM was converted for)")
     if artifact_sha256 is None:
         om = s.args.get("model")
@@ -138,7 +143,8 @@ def ais_bench_result(summary_path: str | Path, *, model: str, device: str, batch
         raise UserError("no throughput in the summary and no NPU compute time to derive it from",
                         path=summary_path)
     metrics.update(origin="measured", imported_from=str(Path(summary_path).resolve()), device_model=device_model,
-                   source_sha256=source_sha256, ais_bench_args=s.args)
+                   source_sha256=source_sha256, ais_bench_args=s.args, ais_bench_variant=s.variant,
+                   ais_bench_warnings=s.warnings or None)
     metrics = {k: v for k, v in metrics.items() if v is not None}
     return Result(model=model, case=f"throughput[imported-ais_bench-{device}-bs{b}]", stage="throughput",
                   status="passed", device=device, target="imported-ais_bench", runner="ais_bench",
@@ -223,11 +229,20 @@ def sniff(path: str | Path) -> str:
     if head == b"SQLite format 3\x00":
         return "store"
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UserError("neither a results store nor JSON", path=p,
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError("neither a results store nor text", path=p,
                         fix="pass a results store (.sqlite), a `harness bundle` file or an ais_bench "
-                            "*_summary.json") from None
+                            "*_summary.json or console log") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        if _AIS_BENCH_LOG.search(text):
+            return "ais_bench"
+        raise UserError("neither a results store, JSON, nor an ais_bench console log (no NPU_compute_time "
+                        "statistics, throughput line or summary throughput)", path=p,
+                        fix="pass a results store (.sqlite), a `harness bundle` file or an ais_bench "
+                            "*_summary.json or console log") from None
     if isinstance(doc, dict) and doc.get("format") == BUNDLE_FORMAT:
         return "bundle"
     if isinstance(doc, dict) and "NPU_compute_time" in doc:
