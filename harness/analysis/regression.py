@@ -27,6 +27,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from harness.analysis import claims as claims_mod
+from harness.analysis.comparability import comparable
 from harness.analysis.thresholds import Thresholds
 from harness.errors import ExitCode, UserError
 from harness.results import IDENTITY_FIELDS, Result
@@ -242,6 +243,10 @@ def evaluate(history: History, *, candidate_runs: list[str] | None = None, basel
             why = f"identity differs from the newest clean result: {_differs(cand, older)}" if older \
                 else "no clean earlier result"
             missing_base.append(f"{cand.model} {cand.case}: {why}")
+            continue
+        ok, why = comparable(base[-1], cand)  # the one rule (harness.analysis.comparability)
+        if not ok:
+            missing_base.append(f"{cand.model} {cand.case}: not comparable with history: {why}")
             continue
         for m in metrics:
             if METRIC_STAGE[m] == cand.stage:

@@ -109,11 +109,19 @@ class Baseline(_Strict):
     batch_size: int | None = None
     precision: str | None = None
     timing_scope: Literal["device", "host"] | None = None
+    # "documented": the document says how the figure was timed; "assumed": it
+    # does not, and timing_scope is our reading. A verdict resting on an
+    # assumed scope says so (harness.analysis.comparability).
+    scope_source: Literal["documented", "assumed"] | None = None
     runner: str | None = None
     dataset: str | None = None
     num_devices: int | None = None
     epoch: int | None = None  # for figures read off per-epoch training log lines
     weights: str | None = None  # which trained weights the figure belongs to
+    # the preprocessing recipe (harness.data.recipes) the figure was evaluated
+    # with; a result of another recipe is not comparable with it
+    preprocessing: str | None = None
+    preprocessing_source: Literal["documented", "assumed"] | None = None
     tolerance: Tolerance
     source: Source
 

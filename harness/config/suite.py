@@ -41,6 +41,11 @@ class SourceSpec(_Strict):
     # A trained MindSpore checkpoint. Without one the network is randomly
     # initialised from `seed`: fine for speed, meaningless for accuracy.
     checkpoint: str | None = None
+    # Which trained weights the checkpoint (or ONNX file) holds, in
+    # baselines.yaml's terms (`weights:` of a baseline, e.g. modelzoo or
+    # cadene_a260b3a4). An accuracy baseline of other (or unnamed) weights is
+    # "not_comparable", never pass/fail.
+    weights: str | None = None
     # kind: onnx -> the model file itself (dynamic or fixed batch)
     path: str | None = None
     seed: int = 0
@@ -159,8 +164,12 @@ class TargetSpec(_Strict):
     # Runner-specific settings (e.g. onnxruntime provider options).
     options: dict = Field(default_factory=dict)
     timing: TimingSpec | None = None
-    # Overrides the suite's accuracy_baselines for this target (e.g. an OM
-    # converted from other weights than the suite's checkpoint).
+    # Overrides the suite's accuracy_baselines for this target: the documents
+    # give per-device figures (the 310 and 310P rows of seed 004). Every
+    # target runs the suite's own model (an OM is converted from the suite's
+    # export), so a listed baseline still applies only when its weights and
+    # preprocessing match source.weights and input.preprocess; otherwise its
+    # verdict is "not_comparable" and names the field.
     accuracy_baselines: list[str] | None = None
     # format om only: one dynamic-batch OM for all batch sizes instead of one
     # static OM each. true = gears are the target's batch_sizes; a list names

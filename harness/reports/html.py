@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness.analysis.comparability import is_null
 from harness.analysis.regression import evaluate
 from harness.analysis.verdicts import verdicts_of
 from harness.config.baselines import MODELS, BaselinesFile, load_baselines
@@ -101,7 +102,7 @@ def _documented_throughput(bf, model: str) -> dict[tuple, list]:
 def _throughput(results: list[Result], bf, model: str, run_label) -> dict | None:
     measured = defaultdict(dict)
     for r in results:
-        if r.stage == "throughput" and r.batch_size is not None:
+        if r.stage == "throughput" and r.batch_size is not None and not is_null(r):  # no inference: not published
             measured[(r.device, _series_name(r))][r.batch_size] = r
     documented = _documented_throughput(bf, model)
     if not measured and not documented:
@@ -115,7 +116,7 @@ def _throughput(results: list[Result], bf, model: str, run_label) -> dict | None
         best = max(pts, key=pts.get) if pts else None
         col = {"kind": "measured", "label": name, "family": device, "device": device_label(device),
                "scope": "/".join(scopes) or "not recorded", "cells": {}, "detail": "", "source": [],
-               "best": f"bs{best} ({_num(pts[best], '.2f')})" if best else "—"}
+               "best": f"bs{best} ({_num(pts[best], '.2f')})" if best else "—", "results": cells}
         for bs, r in cells.items():
             v = pts.get(bs)
             title = [f"{r.case}: {r.status}", r.reason, f"run {run_label(r.run_id)}"]
@@ -178,7 +179,8 @@ def _latency(results: list[Result], run_label) -> list[dict]:
         rows.append({
             "case": r.case, "device": device_label(r.device), "batch_size": r.batch_size,
             "runner": " ".join(x for x in (r.runner, r.runner_version) if x), "scope": r.timing_scope or "—",
-            "throughput": _num(m.get("throughput_ips"), ".2f"), "p50": _ms(m.get("latency_ms_p50")),
+            "throughput": _num(m.get("throughput_ips"), ".2f") + (" (null runner: no inference)" if is_null(r) else ""),
+            "p50": _ms(m.get("latency_ms_p50")),
             "p90": _ms(m.get("latency_ms_p90")), "p99": _ms(m.get("latency_ms_p99")),
             "cv": _num(100 * m["cv"], ".1f") + "%" if m.get("cv") is not None else "—",
             "unstable": bool(m.get("unstable")), "truncated": bool(m.get("truncated")),
@@ -294,8 +296,8 @@ def _latency_series(results: list[Result]) -> list[dict]:
     pts = defaultdict(dict)
     for r in results:
         v = r.metrics.get("latency_ms_p50")
-        if r.stage == "throughput" and r.batch_size and isinstance(v, (int, float)) and r.status in ("passed",
-                                                                                                   "failed"):
+        if (r.stage == "throughput" and r.batch_size and isinstance(v, (int, float))
+                and r.status in ("passed", "failed") and not is_null(r)):
             pts[(r.device, _series_name(r), r.timing_scope)][r.batch_size] = v
     return [{"label": f"{name} ({scope or 'scope not recorded'})", "device": device, "documented": False,
              "points": sorted(p.items())}

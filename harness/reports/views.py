@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from harness.analysis import claims as claims_mod
+from harness.analysis.comparability import comparable
 from harness.analysis.verdicts import verdicts_of
 from harness.results import Result
 from harness.results.history import run_order
@@ -74,18 +75,13 @@ def history_rows(model: str, results: list[Result], runs: dict, run_label) -> li
 
 
 def ratio_table(throughput: dict | None, label) -> dict | None:
-    """Measured throughput of each device over every other device's (same
-    timing scope), per batch size and at each one's best batch."""
+    """Measured throughput of each device over every other device's, per
+    batch size and at each one's best batch: a cell only where the two
+    results are comparable (harness.analysis.comparability); the reasons
+    where they are not become the table's notes."""
     if not throughput:
         return None
     cols = [c for c in throughput["columns"] if c["kind"] == "measured"]
-    pairs = []
-    for i, a in enumerate(cols):
-        for b in cols[i + 1:]:
-            if a["family"] != b["family"] and a["scope"] == b["scope"]:
-                pairs.append((b, a) if b["family"] > a["family"] else (a, b))
-    if not pairs:
-        return None
     sizes = [row["batch_size"] for row in throughput["rows"]]
 
     def value(col, bs):
@@ -94,20 +90,45 @@ def ratio_table(throughput: dict | None, label) -> dict | None:
             return float(cell["value"]) if cell and cell.get("value") is not None else None
         except (TypeError, ValueError):
             return None
+
+    def check(a, b, ba, bb):
+        ra, rb = a.get("results", {}).get(ba), b.get("results", {}).get(bb)
+        return comparable(ra, rb) if ra is not None and rb is not None else (False, "")
+
+    pairs, notes = [], []
+    for i, a in enumerate(cols):
+        for b in cols[i + 1:]:
+            if a["family"] == b["family"]:
+                continue
+            a2, b2 = (b, a) if b["family"] > a["family"] else (a, b)
+            verdicts = [check(a2, b2, bs, bs) for bs in sizes]
+            if any(ok for ok, _ in verdicts):
+                pairs.append((a2, b2))
+            why = next((w for ok, w in verdicts if w), "")
+            if why:
+                ok = any(ok for ok, _ in verdicts)
+                notes.append(f"{a2['label']} / {b2['label']}: " + ("" if ok else "not comparable: ") + why)
+    if not pairs:
+        return {"headers": [], "rows": [], "notes": notes} if notes else None
     rows = []
     for bs in sizes:
         cells = []
         for a, b in pairs:
             va, vb = value(a, bs), value(b, bs)
-            cells.append(f"{va / vb:.3f}" if va is not None and vb else "—")
+            ok = check(a, b, bs, bs)[0]
+            cells.append(f"{va / vb:.3f}" if va is not None and vb and ok else "n/c" if va is not None and vb else "—")
         rows.append({"label": f"bs{bs}", "cells": cells})
     best = []
     for a, b in pairs:
-        ba = max((v for v in (value(a, bs) for bs in sizes) if v is not None), default=None)
-        bb = max((v for v in (value(b, bs) for bs in sizes) if v is not None), default=None)
-        best.append(f"{ba / bb:.3f}" if ba is not None and bb else "—")
+        pa = {bs: v for bs in sizes if (v := value(a, bs)) is not None}
+        pb = {bs: v for bs in sizes if (v := value(b, bs)) is not None}
+        if pa and pb:
+            ba, bb = max(pa, key=pa.get), max(pb, key=pb.get)
+            best.append(f"{pa[ba] / pb[bb]:.3f}" if check(a, b, ba, bb)[0] and pb[bb] else "n/c")
+        else:
+            best.append("—")
     rows.append({"label": "best batch", "cells": best})
-    return {"headers": [f"{a['label']} / {b['label']}" for a, b in pairs], "rows": rows}
+    return {"headers": [f"{a['label']} / {b['label']}" for a, b in pairs], "rows": rows, "notes": notes}
 
 
 def claim_views(model: str, bf, latest: list[Result]) -> tuple[list[dict], str | None]:
@@ -155,10 +176,11 @@ def gate_rows(model: str, latest: list[Result], outcome, claims: list[dict], cla
                              v.get("reason", "") for v in fails[:3]) + (" …" if len(fails) > 3 else "")})
         elif passes:
             rows.append({"gate": name, "verdict": "pass", "reason": f"{len(passes)} figure(s) met"
-                         + (f", {nc} not comparable (timing scope differs)" if nc else "")})
+                         + (f", {nc} not comparable (see each figure's reason)" if nc else "")})
         else:
             ran = [r for r in latest if r.stage == stage and r.status in ("passed", "failed")]
-            why = (f"{nc} figure(s) not comparable (timing scope differs)" if nc else
+            why = (f"{nc} figure(s) not comparable: " + "; ".join(
+                       v.get("reason", "") for v in vs if v.get("verdict") == "not_comparable")[:300] if nc else
                    "no documented figure matches what was measured" if ran else
                    next((r.reason for r in latest if r.stage == stage and r.reason), "nothing measured"))
             rows.append({"gate": name, "verdict": "skip", "reason": why})
