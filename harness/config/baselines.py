@@ -53,6 +53,14 @@ class Source(_Strict):
     software: str | None = None  # e.g. "MindSpore 1.3.0", "CANN 5.1.RC2"
     date: str | None = None  # as the document gives it
     note: str | None = None
+    # The cell the figure is read from: `line` (1-based, in the document) and,
+    # for a table, `row` (its first cell) and `column` (the header text, or
+    # the 1-based cell index where the header is blank or repeated). The
+    # provenance tests check that the quote stands in that cell as a whole
+    # number, not merely somewhere in the document.
+    line: int | None = None
+    row: str | None = None
+    column: str | int | None = None
 
     @field_validator("document", "section")
     @classmethod
