@@ -1,7 +1,9 @@
 """ais_bench output parsing, atc command building, the ais_bench runner (Python
-API and CLI) and the OM path through a session, against documented formats.
-The NPU is stood in for by fakes that print those formats; nothing here claims
-to measure a device."""
+API and CLI) and the OM path through a session. The samples here are
+hand-written in the formats of /work/shared/REFERENCE.md (tests/fixtures/ascend,
+see its README); the cited, published samples of every ais_bench release are
+tested in test_ais_bench_text.py. The NPU is stood in for by fakes that print
+those formats; nothing here claims to measure a device."""
 
 from __future__ import annotations
 
