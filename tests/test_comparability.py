@@ -90,3 +90,13 @@ def test_claims_cli_says_the_t4_verdict_rests_on_an_assumption(tmp_path):
     assert "comparable if the T4 figures are device compute only — assumed" in line
     (line,) = [x for x in p.stdout.splitlines() if "published" in x and "310p_vs_310." in x]
     assert "assumed" not in line
+
+
+def test_measured_claims_leave_null_runner_figures_out():
+    from harness.analysis.claims import evaluate_claims
+
+    claim = BF.by_id("se_resnext50.claim.310p_vs_310.best_batch")
+    null = [_r(device=d, runner="null", batch_size=8, metrics={"throughput_ips": v})
+            for d, v in (("ascend310p", 1e6), ("ascend310", 1e3))]
+    (v,) = evaluate_claims(null, [claim])
+    assert v.verdict == "missing" and v.ratio is None
