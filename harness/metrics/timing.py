@@ -100,7 +100,17 @@ def summarize(latencies_s, *, batch_size: int, timing_scope: str, warmup_iterati
 
 
 def measure(runner, batch: np.ndarray, config: TimingConfig, *, clock=time.perf_counter) -> Timing:
-    """Time `runner.run(batch)` + `runner.synchronize()` under `config`."""
+    """Time `runner.run(batch)` + `runner.synchronize()` under `config`.
+
+    A runner that times itself (trtexec runs its own warm-up and timed loop
+    in one process) has `measure_device(batch, config)`, returning each
+    inference's device time in ms; those are summarised the same way."""
+    own = getattr(runner, "measure_device", None)
+    if own is not None:
+        got = own(batch, config)
+        return summarize([ms / 1e3 for ms in got["device_ms"]], batch_size=int(batch.shape[0]),
+                         timing_scope=runner.timing_scope, warmup_iterations=got.get("warmup_iterations", 0),
+                         warmup_s=got.get("warmup_s", 0.0), duration_s=got.get("duration_s"))
     run, sync = runner.run, runner.synchronize
     t0 = clock()
     for _ in range(config.warmup):

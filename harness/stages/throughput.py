@@ -14,6 +14,7 @@ class ThroughputStage(Stage):
         x = ctx.inputs(suite, case.batch_size)
         with ctx.runner(case, res, ctx.target_artifact(case, res)) as runner:
             timing = measure(runner, x, ctx.timing(suite, case.target))
+            res.metrics.update(getattr(runner, "extra_metrics", dict)())
         res.metrics.update(timing.as_metrics())
         res.reason = (f"{timing.throughput_ips:.2f} img/s, p50 {timing.latency_ms_p50:.2f} ms, "
                       f"cv {100 * timing.cv:.1f}%")
