@@ -183,8 +183,9 @@ class TrtexecRunner(Runner):
             raise UserError(f"precision {self.precision!r} has no trtexec flags", fix=f"use one of {list(_PRECISION)}")
         self.shape = tuple(int(d) for d in input_shape)
         self.input_name, dims = _onnx_input(self.onnx)
-        self.static = bool(dims) and all(isinstance(d, int) and d > 0 for d in dims)
-        if self.static and tuple(dims) != self.shape:
+        fixed = [isinstance(d, int) and d > 0 for d in dims]
+        self.static = bool(dims) and all(fixed)
+        if len(dims) != len(self.shape) or any(f and d != w for f, d, w in zip(fixed, dims, self.shape)):
             raise UserError(f"ONNX input {self.input_name!r} is fixed at {dims}, asked to run {list(self.shape)}",
                             path=self.onnx, fix="export the model for this batch size, or with a free batch dim")
         self.trt_version, version_source = self._probe_version(self.exe)
