@@ -200,7 +200,7 @@ class TrtexecRunner(Runner):
         t0 = time.perf_counter()
         if not cached:
             tensorrt.build(build_cmd, stem, run=self._run, timeout_s=float(self.options.get("build_timeout_s", 1800)),
-                           record={"tensorrt_version": self.trt_version, "gpu": self.gpu, "onnx_sha256": onnx_sha})
+                           record={"tensorrt_version": self.trt_version, "gpu_model": self.gpu, "onnx_sha256": onnx_sha})
         self._metrics.update(
             artifact_command=(tensorrt.recorded_command(stem) if cached else None) or shlex.join(build_cmd),
             source_sha256=onnx_sha, engine_sha256=sha256_file(self.engine), engine_cached=cached,
