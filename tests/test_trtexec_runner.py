@@ -245,3 +245,40 @@ def test_bad_traces_name_the_file(tmp_path):
 def test_version_from_help_text():
     text = (Path(__file__).parent / "fixtures" / "trtexec" / "trt10.16.1_help.txt").read_text()
     assert version_from_text(text) == "10.16.1" and version_from_text("&&&& RUNNING TensorRT.trtexec # x") is None
+
+
+# -- through the session and the throughput stage ------------------------------------
+def test_throughput_case_on_a_gpu_host(tmp_path, fake_trtexec, monkeypatch):
+    """A whole throughput case, as on a GPU host with trtexec: the device check
+    is told a T4 is present (there is none here) and trtexec is the fake."""
+    from harness import plan
+    from harness.runners import devices
+    from harness.session import HarnessSession
+    from harness.stages import build_plan
+
+    report = devices.DeviceReport(present={"gpu": True}, details={"gpu": "GPU 0: Tesla T4"},
+                                  gpus=[devices.GpuInfo(0, "Tesla T4", "535.54", "15360 MiB")])
+    monkeypatch.setattr(devices, "detect", lambda *a, **k: report)
+    static_classifier(tmp_path / "m.onnx", 2, size=8)
+    (tmp_path / "suite.yaml").write_text(textwrap.dedent("""\
+        model: toy
+        source: {kind: onnx, path: m.onnx, num_classes: 3}
+        input: {size: 8, preprocess: imagenet_resize256_crop224}
+        timing: {warmup: 2, min_iterations: 8, min_duration_s: 1}
+        targets:
+          - {name: gpu-trtexec, device: gpu, runner: trtexec, format: onnx, precision: fp16,
+             batch_sizes: [2], stages: [throughput], options: {warmup_ms: 200}}
+        """))
+    suite = plan.read_suite(tmp_path / "suite.yaml")
+    (case,) = [c for c in build_plan(suite) if c.stage == "throughput"]
+    session = HarnessSession(store=tmp_path / "s.sqlite", cache=tmp_path / "cache")
+    res = session.execute(case)
+    session.finish()
+    assert res.status == "passed", res.reason
+    assert res.timing_scope == "device" and res.runner_version == "TensorRT 10.3.0"
+    m = res.metrics
+    assert m["throughput_ips"] == pytest.approx(1000 * 2 / np.mean(COMPUTE_MS))
+    assert m["device_model"] == "Tesla T4" and m["gpu_model"] == "Tesla T4"
+    assert m["source_sha256"] == res.artifact_sha256 and m["engine_sha256"] != res.artifact_sha256
+    assert "--fp16" in m["artifact_command"] and str(tmp_path / "cache" / "trt") in m["artifact_command"]
+    assert m["h2d_latency_ms"]["mean"] == 0.05 and m["trtexec"]["trace_inferences"] == len(COMPUTE_MS)
