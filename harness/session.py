@@ -65,11 +65,16 @@ class HarnessSession:
         try:
             report = devices.detect()
             wanted = [m for m in case.markers if m in report.present] or [case.device]
-            if not any(report.present.get(d) for d in wanted):
-                raise CaseSkipped("; ".join(report.why_absent.get(d, f"no {d} on this host") for d in wanted))
+            missing = [] if any(report.present.get(d) for d in wanted) else \
+                [report.why_absent.get(d, f"no {d} on this host") for d in wanted]
             if case.target is not None:
+                runner_cls = get_runner_class(case.target.runner)
                 # known before anything loads, so skipped cases carry it too
-                res.timing_scope = get_runner_class(case.target.runner).timing_scope
+                res.timing_scope = runner_cls.timing_scope
+                why = getattr(runner_cls, "unavailable", lambda _opts: None)(case.target.options)
+                missing += [why] if why else []
+            if missing:
+                raise CaseSkipped("; ".join(missing))
             get_stage(case.stage).run(case, self.context, res)
         except CaseSkipped as exc:
             res.status, res.reason = "skipped", str(exc)

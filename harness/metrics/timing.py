@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -149,9 +149,44 @@ def _warm_up(run_once, config: TimingConfig, clock) -> tuple[int, float, bool]:
             return len(lat), elapsed, steady
 
 
+def _repeat(window, config: TimingConfig, probe_factory, clock):
+    return repeat_until_precise(window, min_reps=config.repetitions, max_reps=config.max_repetitions,
+                                target_rel_halfwidth=config.target_rel_halfwidth,
+                                time_budget_s=min(config.budget_s, config.max_duration_s),
+                                contention_threshold=config.contention_threshold, max_redo=config.max_redo,
+                                deadline_s=config.max_duration_s, probe_factory=probe_factory, clock=clock)
+
+
+def _measure_device(own, batch: np.ndarray, config: TimingConfig, scope: str, clock, probe_factory) -> Timing:
+    """A runner that times itself (trtexec runs its own warm-up and timed loop in
+    one process) has `measure_device(batch, config)`, returning each inference's
+    device time in ms: one call per repetition, each a separate process."""
+    bs = int(batch.shape[0])
+    per_iter, per_s = config.per_repetition()
+    rep_cfg = replace(config, min_iterations=per_iter, min_duration_s=per_s)
+    warm: dict = {}
+
+    def window():
+        got = own(batch, rep_cfg)
+        lat = [ms / 1e3 for ms in got["device_ms"]]
+        warm.setdefault("first", lat)
+        warm["n"] = warm.get("n", 0) + got.get("warmup_iterations", 0)
+        warm["s"] = warm.get("s", 0.0) + got.get("warmup_s", 0.0)
+        return bs * len(lat) / float(sum(lat)), {"latencies_s": lat}
+
+    start = clock()
+    rr = _repeat(window, config, probe_factory, clock)
+    return _timing(rr, batch_size=bs, timing_scope=scope,
+                   warmup=(warm.get("n", 0), warm.get("s", 0.0), _steady(warm.get("first", []))),
+                   duration_s=clock() - start, config=config)
+
+
 def measure(runner, batch: np.ndarray, config: TimingConfig, *, clock=time.perf_counter,
             probe_factory=InterferenceProbe) -> Timing:
     """Time `runner.run(batch)` + `runner.synchronize()` under `config`."""
+    own = getattr(runner, "measure_device", None)
+    if own is not None:
+        return _measure_device(own, batch, config, runner.timing_scope, clock, probe_factory)
     run, sync = runner.run, runner.synchronize
     bs = int(batch.shape[0])
 
@@ -185,11 +220,7 @@ def measure(runner, batch: np.ndarray, config: TimingConfig, *, clock=time.perf_
         busy = float(sum(lat))
         return (bs * len(lat) / busy if busy > 0 else float("inf")), {"latencies_s": lat}
 
-    budget = min(config.budget_s, config.max_duration_s)
-    rr = repeat_until_precise(window, min_reps=config.repetitions, max_reps=config.max_repetitions,
-                              target_rel_halfwidth=config.target_rel_halfwidth, time_budget_s=budget,
-                              contention_threshold=config.contention_threshold, max_redo=config.max_redo,
-                              deadline_s=config.max_duration_s, probe_factory=probe_factory, clock=clock)
+    rr = _repeat(window, config, probe_factory, clock)
     return _timing(rr, batch_size=bs, timing_scope=scope, warmup=(warm_n, warm_s, steady),
                    duration_s=clock() - start, config=config)
 

@@ -39,6 +39,7 @@ class ThroughputStage(Stage):
         x = ctx.inputs(suite, case.batch_size)
         with ctx.runner(case, res, ctx.target_artifact(case, res)) as runner:
             timing = measure(runner, x, ctx.timing(suite, case.target))
+            res.metrics.update(getattr(runner, "extra_metrics", dict)())
         res.metrics.update(timing.as_metrics())
         res.reason = describe(timing)
         if timing.contended:
