@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from harness.errors import UserError
 from harness.vocab import METRICS
 
@@ -98,7 +100,6 @@ def load_thresholds(path: str | Path | None) -> Thresholds:
     th = Thresholds()
     if path is None:
         return th
-    import yaml
 
     path = Path(path)
     fix = "see docs/nightly-ci.md for the thresholds file format"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -96,14 +97,12 @@ def _cmd_claims(args) -> int:
     for v in verdicts:
         print(f"{v.verdict.upper():15} {v.origin:9} {v.claim_id}: {v.reason}")
     if args.json:
-        import dataclasses
 
         Path(args.json).write_text(json.dumps([dataclasses.asdict(v) for v in verdicts], indent=1))
     return ExitCode.FAILED if any(v.verdict == "fail" for v in verdicts) else ExitCode.OK
 
 
 def _cmd_devices(args) -> int:
-    import dataclasses
 
 
     rep = devices.detect()

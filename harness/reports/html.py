@@ -13,6 +13,9 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
 from harness.analysis.regression import evaluate
 from harness.analysis.verdicts import verdicts_of
 from harness.config.baselines import MODELS, BaselinesFile, load_baselines
@@ -366,7 +369,6 @@ def build_context(store_path, baselines=None, *, run_id: str | None = None,
 
 
 def _environment_jinja():
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     return Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True,
                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -376,7 +378,6 @@ def render_report(store_path, baselines=None, *, run_id: str | None = None,
                   generated_at: datetime | None = None) -> str:
     """The report page as a string. `baselines`: a path to baselines.yaml, a
     loaded BaselinesFile, or None (then only figures stored with results show)."""
-    from markupsafe import Markup
 
     ctx = build_context(store_path, baselines, run_id=run_id, generated_at=generated_at)
     for m in ctx["models"]:

@@ -26,6 +26,7 @@ Options (target `options:`): `trtexec` (path or name, default "trtexec"),
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -73,7 +74,6 @@ def read_times(path: str | Path, warmup_ms: float) -> dict[str, list[float]]:
     file, nbWarmups)). trtexec's own rule tells them apart either way: the
     first query whose compute starts at or after the warm-up time is the
     first timed one."""
-    import json
 
     p = Path(path)
     try:
