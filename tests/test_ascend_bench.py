@@ -7,6 +7,8 @@ those formats; nothing here claims to measure a device."""
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import stat
@@ -184,8 +186,10 @@ def test_api_runner_static(tmp_path, fake_api):
     with AisBenchRunner("ascend310p", 0) as r:
         r.load(om, (4, 3, 8, 8))
         assert r.mode == "api"
-        t = measure(r, np.zeros((4, 3, 8, 8), np.float32), TimingConfig(warmup=2, min_iterations=3,
-                                                                          min_duration_s=0))
+        # one repetition after a fixed 2-run warm-up, on a quiet machine: every figure known
+        t = measure(r, np.zeros((4, 3, 8, 8), np.float32),
+                    TimingConfig(warmup=2, warmup_max_s=0, min_iterations=3, min_duration_s=0, repetitions=1,
+                                 max_repetitions=1, min_repetition_s=0), probe_factory=contextlib.nullcontext)
     s = fake_api.instances[0]
     assert s.mode == "static" and s.finalized
     assert t.timing_scope == "device" and t.latencies_ms == [3.0, 4.0, 5.0]  # warmup's 1.0, 2.0 left out

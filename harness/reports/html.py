@@ -13,6 +13,9 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
 from harness.analysis.comparability import is_null
 from harness.analysis.regression import evaluate
 from harness.analysis.verdicts import verdicts_of
@@ -99,6 +102,14 @@ def _documented_throughput(bf, model: str) -> dict[tuple, list]:
     return dict(sorted(groups.items(), key=lambda kv: (_device_rank(kv[0][0]), str(kv[0][1:]))))
 
 
+def _halfwidth(m: dict) -> str | None:
+    """The 95% interval's half-width over repetitions, as shown beside the value."""
+    lo, hi = m.get("throughput_ci_lo"), m.get("throughput_ci_hi")
+    if not all(isinstance(x, (int, float)) for x in (lo, hi)):
+        return None
+    return _num((hi - lo) / 2, ".2f")
+
+
 def _throughput(results: list[Result], bf, model: str, run_label) -> dict | None:
     measured = defaultdict(dict)
     for r in results:
@@ -124,6 +135,8 @@ def _throughput(results: list[Result], bf, model: str, run_label) -> dict | None
             title += [f"vs {x['id']} ({x['value']} {x['unit']}): {x['verdict']}" for x in verdicts]
             col["cells"][bs] = {
                 "value": _num(v, ".2f") if v is not None else None, "status": r.status,
+                "pm": _halfwidth(r.metrics), "contended": bool(r.metrics.get("contended")),
+                "imprecise": r.metrics.get("precise") is False,
                 "scope": r.timing_scope if r.timing_scope and len(scopes) > 1 else None,
                 "vs": ", ".join(f"{x['verdict']} vs doc {x['value']}" for x in verdicts),
                 "note": r.reason if r.status in ("failed", "error") else "",
@@ -146,6 +159,7 @@ def _throughput(results: list[Result], bf, model: str, run_label) -> dict | None
             title = [b.id, f"{src.document} / {src.section}", f"printed: {src.quote}" if src.quote else "",
                      src.software or "", src.note or ""]
             col["cells"][bs] = {"value": _doc(b.value), "status": "documented", "scope": None, "vs": "",
+                                "pm": None, "contended": False, "imprecise": False,
                                 "note": "", "title": "\n".join(" ".join(t.split()) for t in title if t),
                                 "best": bs == best, "unstable": False}
         col["source"] = sorted({f"{b.source.document} / {b.source.section}" for b in entries})
@@ -357,7 +371,6 @@ def build_context(store_path, baselines=None, *, run_id: str | None = None,
 
 
 def _environment_jinja():
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     return Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True,
                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -367,7 +380,6 @@ def render_report(store_path, baselines=None, *, run_id: str | None = None,
                   generated_at: datetime | None = None) -> str:
     """The report page as a string. `baselines`: a path to baselines.yaml, a
     loaded BaselinesFile, or None (then only figures stored with results show)."""
-    from markupsafe import Markup
 
     ctx = build_context(store_path, baselines, run_id=run_id, generated_at=generated_at)
     for m in ctx["models"]:

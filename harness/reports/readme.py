@@ -116,6 +116,22 @@ def _documented_columns(bf, p, metric: str) -> dict:
     return cols
 
 
+def _measured_text(m: dict, metric: str, v: float, stage: str) -> str:
+    """A measured cell: throughput as value ± the 95% interval's half-width over
+    repetitions (where one was measured), marked when contended or imprecise."""
+    if stage != "throughput":
+        return f"{v:.3f}"
+    text = f"{v:.2f}"
+    lo, hi = m.get("throughput_ci_lo"), m.get("throughput_ci_hi")
+    if metric == "throughput_ips" and all(isinstance(x, (int, float)) for x in (lo, hi)):
+        text += f" ± {(hi - lo) / 2:.2f}"
+    if m.get("contended"):
+        text += " (contended)"
+    elif m.get("precise") is False:
+        text += " (imprecise)"
+    return text
+
+
 def _measured_columns(history, p, metric: str, stage: str) -> dict:
     runs = history.runs
     latest = {}
@@ -131,7 +147,7 @@ def _measured_columns(history, p, metric: str, stage: str) -> dict:
             else f"{SHORT.get(r.device, r.device)} ({target})"
         col = cols.setdefault(label, {"family": r.device, "values": defaultdict(list)})
         v = float(r.metrics[metric])
-        col["values"][bs].append((f"{v:.2f}" if stage == "throughput" else f"{v:.3f}", v, r))
+        col["values"][bs].append((_measured_text(r.metrics, metric, v, stage), v, r))
     return cols
 
 
