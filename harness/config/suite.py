@@ -148,7 +148,8 @@ class TimingSpec(_Strict):
     # steady state, for at most warmup_max_s
     warmup: int = Field(3, ge=0)
     warmup_max_s: float = Field(5.0, ge=0)
-    # totals over the minimum repetitions: each repetition times its share
+    # split over the minimum repetitions: each times min_iterations // repetitions
+    # (at least 2) iterations and min_duration_s / repetitions seconds
     min_iterations: int = Field(10, gt=0)
     min_duration_s: float = Field(1.0, ge=0)
     # A safety stop so one slow case cannot eat a nightly run.
@@ -159,7 +160,7 @@ class TimingSpec(_Strict):
     repetitions: int = Field(3, ge=1)
     max_repetitions: int = Field(10, ge=1)
     target_rel_halfwidth: float = Field(0.02, gt=0, lt=1)
-    budget_s: float = Field(6.0, gt=0)
+    budget_s: float = Field(3.0, gt=0)
     # A repetition during which other processes used more than this share of
     # the machine is contended, and measured again at most max_redo times.
     contention_threshold: float = Field(0.05, gt=0, le=1)

@@ -23,7 +23,6 @@ host clock.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -40,15 +39,19 @@ UNSTABLE_CV = 0.10
 @dataclass
 class TimingConfig:
     warmup: int = 3  # at least this many warm-up iterations
-    # totals over the minimum number of repetitions (each repetition times
-    # at least its share of them), so a suite's old figures keep their meaning
+    # split over the minimum number of repetitions: each repetition times
+    # min_iterations // repetitions iterations (at least 2) and
+    # min_duration_s / repetitions seconds, so a case costs about what one
+    # window of min_iterations did
     min_iterations: int = 10
     min_duration_s: float = 1.0
     max_duration_s: float = 120.0  # safety stop for the whole case
     repetitions: int = 3  # minimum repetitions
     max_repetitions: int = 10
     target_rel_halfwidth: float = 0.02  # stop adding repetitions at +-2% (95% interval)
-    budget_s: float = 6.0  # no further repetition once the measurement would pass this
+    # no repetition beyond the minimum once the measurement would pass this:
+    # the README's main job must not take longer than one window per case did
+    budget_s: float = 3.0
     warmup_max_s: float = 5.0  # warm-up stops here even if no steady state was detected
     contention_threshold: float = DEFAULT_CONTENTION_THRESHOLD
     max_redo: int = 3  # contended repetitions measured again at most this many times
@@ -62,7 +65,8 @@ class TimingConfig:
 
     def per_repetition(self) -> tuple[int, float]:
         k = max(1, self.repetitions)
-        return max(1, math.ceil(self.min_iterations / k)), max(self.min_duration_s / k, self.min_repetition_s)
+        return max(min(2, self.min_iterations), self.min_iterations // k), \
+            max(self.min_duration_s / k, self.min_repetition_s)
 
 
 @dataclass

@@ -13,8 +13,6 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from markupsafe import Markup
 
 from harness.analysis.comparability import is_null
 from harness.analysis.regression import evaluate
@@ -371,6 +369,9 @@ def build_context(store_path, baselines=None, *, run_id: str | None = None,
 
 
 def _environment_jinja():
+    # jinja2 is imported when a page is rendered, so that the pytest plugin,
+    # which imports harness.reports, keeps pytest's start-up light
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     return Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True,
                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -380,6 +381,7 @@ def render_report(store_path, baselines=None, *, run_id: str | None = None,
                   generated_at: datetime | None = None) -> str:
     """The report page as a string. `baselines`: a path to baselines.yaml, a
     loaded BaselinesFile, or None (then only figures stored with results show)."""
+    from markupsafe import Markup  # with jinja2, at render time
 
     ctx = build_context(store_path, baselines, run_id=run_id, generated_at=generated_at)
     for m in ctx["models"]:
