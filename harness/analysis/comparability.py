@@ -87,12 +87,12 @@ def _short(v) -> str:
     return s[:12] if len(s) == 64 else s
 
 
-def differences(a, b) -> list[str]:
-    """What differs between two figures' identities, one phrase per field."""
+def differences(a, b, ignore: tuple[str, ...] = ()) -> list[str]:
+    """What differs between two figures' identities, one phrase per field (`ignore`: fields left out)."""
     ia, ib = identity(a), identity(b)
     out = []
     for name, x, y in zip(FIELDS, ia.key(), ib.key()):
-        if x != y:
+        if x != y and name not in ignore:
             if name == "model_artifact" and any(str(v).startswith("weights:") for v in (x, y) if v):
                 name, x, y = "weights", *(str(v).removeprefix("weights:") if v else v for v in (x, y))
             out.append(f"{name.replace('_', ' ')} {_short(x) if x else 'unknown'} vs {_short(y) if y else 'unknown'}")
@@ -112,12 +112,16 @@ def assumption_note(a, b) -> str:
     return "; ".join(dict.fromkeys(notes))
 
 
-def comparable(a, b) -> tuple[bool, str]:
-    """(True, '' or the assumption it rests on) or (False, what differs)."""
+def comparable(a, b, *, ignore: tuple[str, ...] = ()) -> tuple[bool, str]:
+    """(True, '' or the assumption it rests on) or (False, what differs).
+
+    ``ignore``: fields of FIELDS not to hold against each other (the history
+    gate follows one benchmark across model artifacts: a changed artifact is
+    its suspect, not a reason to compare nothing)."""
     ia, ib = identity(a), identity(b)
     if ia.null_runner != ib.null_runner:
         return False, "a null-runner figure (no inference ran) compares only with another null-runner figure"
-    diff = differences(ia, ib)
+    diff = differences(ia, ib, ignore)
     if diff:
         return False, "; ".join(diff)
     return True, assumption_note(ia, ib)

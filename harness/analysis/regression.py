@@ -336,7 +336,10 @@ def evaluate(history: History, *, candidate_runs: list[str] | None = None, basel
             why = _why_not(cand, older[-1], envs) if older else "no clean earlier result"
             missing_base.append(f"{cand.model} {cand.case}: {why}")
             continue
-        ok, why = comparable(hist[-1], cand)  # the one rule (harness.analysis.comparability)
+        # The one comparability rule (harness.analysis.comparability), less the
+        # model artifact: following a key across artifacts and runtimes is the
+        # gate's job, and a changed artifact is reported as a suspect instead.
+        ok, why = comparable(hist[-1], cand, ignore=("model_artifact",))
         if not ok:
             missing_base.append(f"{cand.model} {cand.case}: not comparable with history: {why}")
             continue
