@@ -16,13 +16,13 @@ from pathlib import Path
 from harness.errors import CaseSkipped, UserError
 from harness.fsio import write_text
 
-WORKERS = {"torch": "harness.models.train_torch", "mindspore": "harness.models.train_mindspore"}
+WORKER = "harness.models.train_worker"
 LAUNCHERS = {"torch": "torchrun", "mindspore": "msrun"}
 
 
 def command(framework: str, nproc: int, plan_path: Path, *, port: int = 29517, log_dir: Path | None = None) -> list[str]:
     """The launcher's command line for ``nproc`` processes on this host."""
-    worker = ["-m", WORKERS[framework], str(plan_path)]
+    worker = ["-m", WORKER, str(plan_path)]
     if framework == "torch":
         return ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "--no-python", sys.executable, *worker]
     # msrun: one node, nproc workers, the scheduler on this host (MindSpore's "msrun" startup)

@@ -14,7 +14,6 @@ MindSpore is imported inside the functions.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -125,32 +124,3 @@ class MindSporeTrainer:
 
 
 
-
-def main(argv: list[str] | None = None) -> int:
-    """An msrun worker: ``python -m harness.models.train_mindspore PLAN.json``.
-    Data parallel as MindSpore documents it: ``init()`` (the dynamic cluster
-    msrun starts), ``set_auto_parallel_context(parallel_mode=DATA_PARALLEL,
-    gradients_mean=True)``; rank 0 writes the result."""
-    import json
-    import sys
-
-    import mindspore as ms
-    from mindspore.communication import get_rank, init
-
-    from harness.fsio import write_text
-    from harness.models import training
-
-    argv = sys.argv[1:] if argv is None else argv
-    plan = json.loads(Path(argv[0]).read_text())
-    mindspore_net.set_context(plan["device_target"])
-    init()
-    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
-    rank = get_rank()
-    out = training.run(plan, rank=rank)
-    if rank == 0:
-        write_text(plan["result_path"], json.dumps(out))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -2,25 +2,23 @@
 through its card's timm reference): the recipe with torch's optimizer, a
 per-step LR the scheduler applies (``LambdaLR`` over the recipe's schedule),
 ``torch.autocast`` for mixed precision and ``torch.amp.GradScaler`` for the
-loss scale. Several processes: ``torchrun`` starts this module
-(``python -m harness.models.train_torch PLAN.json``), the workers join a gloo
-(CPU) or NCCL (GPU) process group and wrap the model in
-``DistributedDataParallel``; rank 0 writes the result.
+loss scale. Several processes: ``torchrun`` starts
+:mod:`harness.models.train_worker`, which joins a gloo (CPU) or NCCL (GPU)
+process group; the model is then wrapped in ``DistributedDataParallel``.
 
 torch and timm are imported inside the functions.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from harness.errors import UserError
-from harness.fsio import atomic_path, write_text
+from harness.fsio import atomic_path
 from harness.models import torch_net
 from harness.models.train_common import OPTIMIZERS
 
@@ -97,7 +95,9 @@ class TorchTrainer:
     def step(self, x: np.ndarray, y: np.ndarray, lr: float):
         torch = self.torch
         self._next_lr = lr
-        self.sched.step()  # sets every group's lr from the lambda before the update
+        with warnings.catch_warnings():  # stepped first on purpose: this step's update uses this lr
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.sched.step()
         applied = self.opt.param_groups[0]["lr"]
         xt = torch.from_numpy(x).to(self.device)
         yt = torch.from_numpy(y.astype(np.int64)).to(self.device)
@@ -129,26 +129,3 @@ class TorchTrainer:
                                 fix="free disk space or fix the cache folder's permissions") from None
         return dest
 
-
-def main(argv: list[str] | None = None) -> int:
-    """A torchrun worker: ``python -m harness.models.train_torch PLAN.json``."""
-    from harness.models import training
-
-    argv = sys.argv[1:] if argv is None else argv
-    plan = json.loads(Path(argv[0]).read_text())
-    torch, _ = torch_net._need_torch()
-    backend = "nccl" if plan["device_target"] == "GPU" else "gloo"
-    torch.distributed.init_process_group(backend)
-    try:
-        rank = torch.distributed.get_rank()
-        out = training.run(plan, rank=rank)
-        out["backend"] = backend
-        if rank == 0:
-            write_text(plan["result_path"], json.dumps(out))
-    finally:
-        torch.distributed.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
