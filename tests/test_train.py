@@ -252,3 +252,30 @@ def test_documented_step_time_is_held_only_when_the_setting_matches(tmp_path):
         res = Result("xception", "c", "train", "passed", "ascend910", timing_scope="host")
         TrainStage()._hold(case(bs, n, prec), ctx, res, 480.0)
         assert res.baseline is None and res.metrics["baseline_note"].startswith("no documented figure")
+
+
+def test_report_and_readme_show_training(tmp_path):
+    from harness.config.baselines import load_baselines
+    from harness.reports import render_report
+    from harness.reports.readme import render_block
+    from harness.results import Result
+    from harness.results.store import Store
+
+    store = Store(tmp_path / "r.sqlite")
+    run = store.begin_run({}, [])
+    r = Result("xception", "train[cpu-torch-tiny-bs4]", "train", "passed", "cpu", run_id=run, batch_size=4,
+               target="cpu-torch-tiny", runner="torch", precision="fp32", reason="measured")
+    r.metrics = {"train_step_ms": 282.0, "train_images_per_s": 14.2, "train_loss": 7.2, "loss_curve": [7.3, 6.0, 5.1],
+                 "learns_curve": [7.1, 3.5], "lr_curve": [0.1, 0.05, 0.0], "train_learns_drop": 0.5,
+                 "train_target": {"framework": "torch", "num_devices": 1, "image_size": 32, "reduced": True},
+                 "train_recipe": {"optimizer": "momentum"},
+                 "baseline_note": "no documented figure: reduced resolution/batch for this host"}
+    store.add(r)
+    store.finish_run(run, "finished")
+    store.close()
+    html = render_report(tmp_path / "r.sqlite")
+    assert "<h3>Training</h3>" in html and "282.0" in html and "(reduced)" in html
+    assert html.count("<polyline") >= 2 and "no documented figure: reduced" in html
+    bf = load_baselines(Path(__file__).parent.parent / "baselines.yaml")
+    doc = render_block({"kind": "training", "model": "xception", "source": "documented"}, bf, None)
+    assert "| speed (ms/step) |" in doc and "478.5" in doc and "Ascend 910 x8 (documented)" in doc and "GPU x1 (documented)" in doc

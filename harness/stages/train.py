@@ -191,10 +191,10 @@ class TrainStage(Stage):
             res.metrics["baseline_note"] = f"no documented figure: {why}"
             return
         # the documents train in mixed precision (their 混合精度 section) where a figure names none
-        fit = [b for b in docs if b.batch_size == case.batch_size and (b.num_devices or 1) == t.num_devices
+        fit = [b for b in docs if b.batch_size == case.batch_size and b.num_devices == t.num_devices
                and (b.precision or "mixed") == t.precision and (b.epoch or 2) > 1]
         if not fit:
-            seen = "; ".join(sorted({f"batch {b.batch_size} x {b.num_devices or 1} devices, {b.precision or 'mixed'}"
+            seen = "; ".join(sorted({f"batch {b.batch_size} x {b.num_devices or '?'} devices, {b.precision or 'mixed'}"
                                      for b in docs}))
             res.metrics["baseline_note"] = (f"no documented figure: the documents time {seen}; this run is batch "
                                             f"{case.batch_size} x {t.num_devices} devices, {t.precision}")
