@@ -22,7 +22,11 @@ from harness.fsio import atomic_path
 from harness.models import torch_net
 from harness.models.train_common import OPTIMIZERS
 
-_AUTOCAST = {"cpu": "bfloat16", "cuda": "float16"}
+
+
+def _autocast_dtype(device: str) -> str:
+    """float16 on CUDA; bfloat16 elsewhere (torch's CPU autocast)."""
+    return "float16" if device == "cuda" else "bfloat16"
 
 
 def check_fits(recipe: dict, device: str, precision: str) -> None:
@@ -65,7 +69,8 @@ class TorchTrainer:
         torch, _ = torch_net._need_torch()
         self.torch = torch
         recipe = plan["recipe"]
-        self.device = "cuda" if plan["device_target"] == "GPU" else "cpu"
+        # torch's device type: CUDA for the GPU family, else torch's default (the host)
+        self.device = "cuda" if plan["device_target"] == "GPU" else torch.empty(0).device.type
         check_fits(recipe, self.device, plan["precision"])
         if plan.get("threads"):
             torch.set_num_threads(int(plan["threads"]))
@@ -89,7 +94,7 @@ class TorchTrainer:
         growth = 2000 if recipe.get("dynamic_loss_scale") else 2**31 - 1  # fixed scale: never grows
         self.scaler = torch.amp.GradScaler(self.device, init_scale=scale, growth_interval=growth)
         self.api = (f"torch.optim.{type(self.opt).__name__} + LambdaLR, GradScaler(init_scale={scale:g})"
-                    + (f", autocast({_AUTOCAST[self.device]})" if self.autocast else "")
+                    + (f", autocast({_autocast_dtype(self.device)})" if self.autocast else "")
                     + (f", DistributedDataParallel x{self.world}" if self.world > 1 else ""))
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float):
@@ -102,7 +107,7 @@ class TorchTrainer:
         xt = torch.from_numpy(x).to(self.device)
         yt = torch.from_numpy(y.astype(np.int64)).to(self.device)
         self.opt.zero_grad(set_to_none=True)
-        dtype = getattr(torch, _AUTOCAST[self.device])
+        dtype = getattr(torch, _autocast_dtype(self.device))
         with torch.autocast(self.device, dtype=dtype, enabled=self.autocast):
             loss = self.loss_fn(self.ddp(xt).float(), yt)
         if loss.requires_grad:
