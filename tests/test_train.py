@@ -279,3 +279,36 @@ def test_report_and_readme_show_training(tmp_path):
     bf = load_baselines(Path(__file__).parent.parent / "baselines.yaml")
     doc = render_block({"kind": "training", "model": "xception", "source": "documented"}, bf, None)
     assert "| speed (ms/step) |" in doc and "478.5" in doc and "Ascend 910 x8 (documented)" in doc and "GPU x1 (documented)" in doc
+
+
+def test_mindspore_path_trains_and_its_checkpoint_feeds_export_and_parity(tmp_path):
+    """The MindSpore path for real (EfficientNet-B0 at 32 px, about 30 s here):
+    build_train_network's loss-scaled step learns, the LR stored is the one
+    the optimizer applied, and its checkpoint becomes the exported network."""
+    pytest.importorskip("mindspore")
+    import yaml
+
+    from harness.plan import read_suite
+    from harness.session import HarnessSession
+
+    doc = yaml.safe_load((Path(__file__).parent.parent / "suites/efficientnet_b0/suite.yaml").read_text())
+    doc["input"]["size"] = 32
+    doc["export"] = ["onnx"]
+    doc["targets"] = [{"name": "cpu-ort", "device": "cpu", "runner": "onnxruntime", "format": "onnx",
+                       "batch_sizes": [1], "stages": ["parity"]}]
+    doc["train"]["targets"] = [t for t in doc["train"]["targets"] if t["name"] == "cpu-mindspore-tiny"]
+    doc["train"]["feeds"] = "cpu-mindspore-tiny"
+    p = tmp_path / "s" / "suite.yaml"
+    p.parent.mkdir()
+    p.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    suite = read_suite(p)
+    s = HarnessSession(store=tmp_path / "r.sqlite", cache=tmp_path / "c")
+    results = {c.stage: s.execute(c) for c in build_plan(suite)}
+    tr = results["train"]
+    assert tr.status == "passed", tr.reason
+    assert "build_train_network(level='O0', loss_scale_manager=FixedLossScaleManager(1024))" in tr.metrics["train_api"]
+    expected = tc.lr_schedule(suite.stage_config["train"].recipe.model_dump(), 6, tr.metrics["train_target"]["lr_scale"])
+    np.testing.assert_allclose(tr.metrics["lr_curve"], expected, rtol=1e-6)
+    assert tr.metrics["learns_curve"][-1] < tr.metrics["learns_curve"][0]
+    assert results["export"].status == "passed" and results["parity"].status == "passed", results["parity"].reason
+    assert s.context.models.checkpoint_of(suite) == Path(tr.metrics["checkpoint"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -134,7 +135,10 @@ class TrainStage(Stage):
             "steps": t.steps, "seconds": t.seconds, "lr_scale": plan["lr_scale"], "reduced": t.reduced,
             "augment": AUGMENTS[plan["augment"]].identity, "data": plan["data"]}, learns_config=plan["learns"])
         if cfg.feeds == t.name:
-            plan["checkpoint"] = plan["checkpoint_cache"]
+            if Path(plan["checkpoint_cache"]).is_file():  # never replaced under the artifacts made from it
+                res.metrics["checkpoint"] = plan["checkpoint_cache"]
+            else:
+                plan["checkpoint"] = plan["checkpoint_cache"]
         try:
             out = launchers.launch(plan) if t.num_devices > 1 or t.launcher else training.run(plan)
         except (CaseSkipped, UserError):
