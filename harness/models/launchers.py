@@ -7,6 +7,7 @@ writes its result as JSON, which the stage reads back.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,10 @@ def launch(plan: dict, *, timeout_s: float = 600.0, which=shutil.which, run=subp
         plan = {**plan, "result_path": str(result)}
         write_text(tmp / "plan.json", json.dumps(plan))
         cmd = command(framework, nproc, tmp / "plan.json", log_dir=tmp / "msrun_log")
-        proc = run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        # the workers import this very harness (not another copy on the path)
+        here = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+        proc = run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
         if proc.returncode != 0 or not result.is_file():
             tail = (proc.stderr or proc.stdout or "")[-1500:]
             raise UserError(f"{tool} with {nproc} processes failed (exit {proc.returncode}): {tail}",
