@@ -312,3 +312,25 @@ def test_mindspore_path_trains_and_its_checkpoint_feeds_export_and_parity(tmp_pa
     assert tr.metrics["learns_curve"][-1] < tr.metrics["learns_curve"][0]
     assert results["export"].status == "passed" and results["parity"].status == "passed", results["parity"].reason
     assert s.context.models.checkpoint_of(suite) == Path(tr.metrics["checkpoint"])
+
+
+def test_trains_on_the_configured_class_folders(tmp_path):
+    from harness.session import HarnessSession
+    from tests.conftest import color_images
+
+    color_images(tmp_path / "train", per_class=4)
+    p = suite_file(tmp_path)
+    p.write_text(p.read_text().replace("data: {images: 16, classes: 4}", "data: {kind: dataset, images: 12}")
+                 .replace("num_classes: 10", "num_classes: 3")
+                 + f"dataset: {{kind: imagefolder, path: {tmp_path / 'train'}}}\n")
+    suite = load_suite(p, stage_sections())
+    [case] = [c for c in build_plan(suite) if c.stage == "train"]
+    r = HarnessSession(store=tmp_path / "r.sqlite", cache=tmp_path / "c").execute(case)
+    assert r.status == "passed", r.reason
+    files = r.metrics["train_target"]["data"]["files"]
+    assert len(files) == 12 and {label for _, label in files} == {0, 1, 2}
+    # without labelled images the same section is refused, naming both keys
+    p.write_text(p.read_text().replace(f"dataset: {{kind: imagefolder, path: {tmp_path / 'train'}}}\n", ""))
+    r = HarnessSession(store=tmp_path / "r.sqlite", cache=tmp_path / "c").execute(
+        [c for c in build_plan(load_suite(p, stage_sections())) if c.stage == "train"][0])
+    assert r.status == "error" and "train.data.kind dataset" in r.reason and "dataset.kind" in r.reason

@@ -51,6 +51,8 @@ def launch(plan: dict, *, timeout_s: float = 600.0, which=shutil.which, run=subp
         proc = run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
         if proc.returncode != 0 or not result.is_file():
             tail = (proc.stderr or proc.stdout or "")[-1500:]
+            for log in sorted((tmp / "msrun_log").glob("worker_*.log")):  # msrun keeps each rank's output apart
+                tail += f"\n--- {log.name} ---\n" + log.read_text(errors="replace")[-1500:]
             raise UserError(f"{tool} with {nproc} processes failed (exit {proc.returncode}): {tail}",
                             fix=f"run the command by hand to see every rank's log: {' '.join(cmd)}")
         out = json.loads(result.read_text())

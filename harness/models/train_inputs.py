@@ -56,6 +56,30 @@ def learnable_images(n: int, classes: int, side: int, seed: int = 0) -> tuple[np
     return out, labels.astype(np.int32)
 
 
+def load_images(files: list[list], side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode [path, label] pairs into a pool of ``side`` x ``side`` HWC uint8
+    images (shorter side resized to ``side``, centre crop), as the generated
+    pool is, so the augmentation has room for its crops."""
+    from PIL import Image
+
+    from harness.errors import UserError
+
+    out = np.empty((len(files), side, side, 3), np.uint8)
+    for i, (path, _) in enumerate(files):
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+        except OSError as exc:
+            raise UserError(f"cannot read training image: {exc}", path=path,
+                            fix="replace or remove the file, then run again") from None
+        w, h = im.size
+        scale = side / min(w, h)
+        im = im.resize((max(side, round(w * scale)), max(side, round(h * scale))), Image.BILINEAR)
+        left, top = (im.size[0] - side) // 2, (im.size[1] - side) // 2
+        out[i] = np.asarray(im.crop((left, top, left + side, top + side)))
+    return out, np.asarray([int(label) for _, label in files], np.int32)
+
+
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 

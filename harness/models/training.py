@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from harness.models.train_inputs import AUGMENTS, TrainStream, learnable_images
+from harness.models.train_inputs import AUGMENTS, TrainStream, learnable_images, load_images
 from harness.errors import UserError
 from harness.models.train_common import Curves, NonFiniteLoss, PeakRSS, drive, lr_schedule
 
@@ -31,7 +31,10 @@ def make_trainer(plan: dict, model=None):
 
 def stream_for(plan: dict, rank: int = 0) -> TrainStream:
     data = plan["data"]
-    imgs, labels = learnable_images(data["images"], data["classes"], 2 * plan["image_size"], seed=plan["seed"])
+    if data.get("files"):
+        imgs, labels = load_images(data["files"], 2 * plan["image_size"])
+    else:
+        imgs, labels = learnable_images(data["images"], data["classes"], 2 * plan["image_size"], seed=plan["seed"])
     return TrainStream(imgs, labels, plan["image_size"], plan["mean"], plan["std"], AUGMENTS[plan["augment"]],
                        seed=plan["seed"], rank=rank)
 

@@ -66,10 +66,12 @@ class LearnsSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    # generated: class-dependent colour and stripes (learnable labels), no files needed
-    kind: Literal["generated"] = "generated"
+    # generated: class-dependent colour and stripes (learnable labels), no files needed;
+    # dataset: `images` images drawn (with `seed`) from the suite's dataset: section (class folders)
+    kind: Literal["generated", "dataset"] = "generated"
     images: int = Field(32, gt=0)
-    classes: int = Field(10, gt=1)
+    classes: int = Field(10, gt=1)  # generated only
+    seed: int = 0
 
 
 class TrainTarget(_Strict):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.data import datasets
 from harness.data.recipes import get_recipe
 from harness.errors import UserError
 from harness.models import train_common as tc
@@ -41,6 +42,8 @@ def plan_for(suite, cfg, target, batch_size: int, cache_root) -> dict:
         "learns": cfg.learns.model_dump(), "data": cfg.data.model_dump(), "augment": recipe["augment"],
         "mean": list(eval_recipe.mean), "std": list(eval_recipe.std), "threads": target.threads or tc.threads_per_process(target.num_devices),
     }
+    if cfg.data.kind == "dataset":
+        plan["data"]["files"] = _dataset_files(suite, cfg.data)
     plan["identity"] = tc.identity({k: v for k, v in plan.items() if k not in ("threads", "budget_s")}
                                    | {"augment": AUGMENTS[recipe["augment"]].identity,
                                       "source_checkpoint": src.checkpoint, "init": "framework"})
@@ -75,3 +78,17 @@ def trained_checkpoint(suite, cache_root) -> Path | None:
             raise UserError(f"training {target.name!r} for train.feeds produced no checkpoint "
                             f"({out.get('nonfinite')})", path=suite.path, fix="fix the recipe, then run again")
     return path
+
+
+def _dataset_files(suite, data) -> list[list]:
+    """[path, label] of ``data.images`` images drawn with ``data.seed`` from the suite's dataset."""
+    import random
+
+    if suite.dataset.kind == "synthetic":
+        raise UserError("train.data.kind dataset needs labelled images, but dataset.kind is synthetic",
+                        path=suite.path, fix="set dataset.kind: imagefolder and dataset.path (ImageNet train "
+                                             "class folders), or train.data.kind: generated")
+    ds = datasets.from_spec(suite.dataset, suite.resolve, num_classes=suite.source.num_classes)
+    picked = list(ds.samples)
+    random.Random(data.seed).shuffle(picked)
+    return [[str(s.path), int(s.label)] for s in picked[:data.images]]
