@@ -189,6 +189,7 @@ def test_launcher_commands_are_the_frameworks_own(tmp_path):
                                                                                        str(tmp_path / "plan.json")]
     m = launchers.command("mindspore", 8, tmp_path / "plan.json")
     assert m[0] == "msrun" and "--worker_num=8" in m and "--local_worker_num=8" in m
+    assert m[-2].endswith("harness/models/train_worker.py") and Path(m[-2]).is_file()  # msrun runs a script
     with pytest.raises(CaseSkipped, match="msrun not found"):
         launchers.launch({**plan(framework="mindspore"), "num_devices": 8}, which=lambda _: None)
 

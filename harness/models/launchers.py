@@ -27,9 +27,11 @@ def command(framework: str, nproc: int, plan_path: Path, *, port: int = 29517, l
     if framework == "torch":
         return ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "--no-python", sys.executable, *worker]
     # msrun: one node, nproc workers, the scheduler on this host (MindSpore's "msrun" startup)
+    # (msrun starts `python TASK_SCRIPT ARGS` itself: it is given the worker's file)
+    script = str(Path(__file__).with_name("train_worker.py"))
     return ["msrun", f"--worker_num={nproc}", f"--local_worker_num={nproc}", "--master_addr=127.0.0.1",
             f"--master_port={port}", "--join=True", f"--log_dir={log_dir or plan_path.parent / 'msrun_log'}",
-            sys.executable, *worker]
+            script, str(plan_path)]
 
 
 def launch(plan: dict, *, timeout_s: float = 600.0, which=shutil.which, run=subprocess.run) -> dict:

@@ -88,6 +88,8 @@ class MindSporeTrainer:
         self.step_cell.set_train(True)
         self.api = (f"mindspore.amp.build_train_network(level={self.amp_level!r}, "
                     f"loss_scale_manager={type(manager).__name__}({scale:g}))")
+        if getattr(self.step_cell, "reducer_flag", False):  # data parallel: gradients all-reduced across ranks
+            self.api += f", {type(self.step_cell.grad_reducer).__name__}"
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float):
         ms = self.ms
