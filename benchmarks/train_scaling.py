@@ -2,9 +2,11 @@
 prints img/s with 1 and 2 processes (gloo) and their ratio, asserts nothing.
 
     python benchmarks/train_scaling.py [--suite suites/efficientnet_b0] [--size 32] [--batch 4] [--steps 8]
+                                       [--framework torch|mindspore]
 
-Both runs go through the same launcher (torchrun --standalone, 1 thread per
-process, so the second process gets the second core) with the suite's
+Both runs go through the same launcher (torchrun --standalone with 1 thread
+per process, so the second process gets the second core; or msrun, whose
+MindSpore CPU workers keep MindSpore's own thread count) with the suite's
 recipe, reduced to --size px and --batch images per process; the documents'
 figures are 8-device runs, printed beside for reference (no 1-device figure
 is documented, so no documented scaling ratio exists).
@@ -36,12 +38,14 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--cache", default="/tmp/harness-train-scaling")
+    ap.add_argument("--framework", choices=("torch", "mindspore"), default="torch",
+                    help="torch: torchrun + gloo; mindspore: msrun (dynamic cluster, DistributedGradReducer)")
     a = ap.parse_args()
     suite = load_suite(a.suite, stage_sections())
     cfg = suite.stage_config["train"]
     rates = {}
     for n in (1, 2):
-        t = TrainTarget(name=f"cpu-torch-x{n}", device="cpu", framework="torch", batch_sizes=[a.batch],
+        t = TrainTarget(name=f"cpu-{a.framework}-x{n}", device="cpu", framework=a.framework, batch_sizes=[a.batch],
                         num_devices=n, image_size=a.size, steps=a.steps, warmup_steps=a.warmup, threads=1,
                         launcher=True, reduced=True)
         out = launchers.launch(plan_for(suite, cfg, t, a.batch, a.cache))
