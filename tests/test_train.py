@@ -190,6 +190,13 @@ def test_launcher_commands_are_the_frameworks_own(tmp_path):
     m = launchers.command("mindspore", 8, tmp_path / "plan.json")
     assert m[0] == "msrun" and "--worker_num=8" in m and "--local_worker_num=8" in m
     assert m[-2].endswith("harness/models/train_worker.py") and Path(m[-2]).is_file()  # msrun runs a script
+    import subprocess
+
+    def oom_run(cmd, **kw):
+        return subprocess.CompletedProcess(cmd, 1, "", "RuntimeError: CUDA out of memory. Tried to allocate 2 GiB")
+
+    with pytest.raises(MemoryError, match="torchrun rank ran out of memory"):
+        launchers.launch({**plan(), "num_devices": 2}, which=lambda _: "/usr/bin/torchrun", run=oom_run)
     with pytest.raises(CaseSkipped, match="msrun not found"):
         launchers.launch({**plan(framework="mindspore"), "num_devices": 8}, which=lambda _: None)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.errors import CaseSkipped, UserError
 from harness.fsio import write_text
+from harness.models.train_common import is_out_of_memory
 
 WORKER = "harness.models.train_worker"
 LAUNCHERS = {"torch": "torchrun", "mindspore": "msrun"}
@@ -55,6 +56,8 @@ def launch(plan: dict, *, timeout_s: float = 600.0, which=shutil.which, run=subp
             tail = (proc.stderr or proc.stdout or "")[-1500:]
             for log in sorted((tmp / "msrun_log").glob("worker_*.log")):  # msrun keeps each rank's output apart
                 tail += f"\n--- {log.name} ---\n" + log.read_text(errors="replace")[-1500:]
+            if is_out_of_memory(RuntimeError(tail)):  # a rank ran out: the stage records it per batch size
+                raise MemoryError(f"a {tool} rank ran out of memory: {tail[-600:]}")
             raise UserError(f"{tool} with {nproc} processes failed (exit {proc.returncode}): {tail}",
                             fix=f"run the command by hand to see every rank's log: {' '.join(cmd)}")
         out = json.loads(result.read_text())
