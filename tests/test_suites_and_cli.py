@@ -9,18 +9,21 @@ import pytest
 
 from harness.runners.devices import family_of_chip, parse_npu_smi_chips
 from harness.errors import UserError
-from harness.plan import build_plan
+from harness.plan import build_plan, read_suite
 from harness.config.suite import find_suites, load_suite
 from tests.conftest import REPO, write
 
 
 def test_shipped_suites_cover_the_three_models_on_every_device():
-    suites = [load_suite(p) for p in find_suites([REPO / "suites"])]
+    suites = [read_suite(p) for p in find_suites([REPO / "suites"])]  # with the stages' sections (train:)
     assert sorted(s.model for s in suites) == ["efficientnet_b0", "se_resnext50", "xception"]
     for s in suites:
         cases = build_plan(s)
         markers = {m for c in cases for m in c.markers}
-        assert {"cpu", "ascend310", "export", "parity", "throughput", "accuracy"} <= markers
+        assert {"cpu", "ascend310", "export", "parity", "throughput", "accuracy", "train"} <= markers
+        # every document trains on Ascend 910; each suite also has one brief CPU training case
+        trains = {c.device for c in cases if c.stage == "train"}
+        assert {"cpu", "ascend910"} <= trains
         cpu = [c for c in cases if c.stage == "throughput" and c.target.runner == "onnxruntime" and c.device == "cpu"]
         # the documents' batch sizes
         assert [c.batch_size for c in cpu] == [1, 4, 8, 16, 32, 64]
@@ -31,7 +34,7 @@ def test_shipped_accuracy_baselines_exist():
 
     ids = {b.id for b in load_baselines(REPO / "baselines.yaml").baselines}
     for p in find_suites([REPO / "suites"]):
-        s = load_suite(p)
+        s = read_suite(p)
         wanted = set(s.accuracy_baselines) | {i for t in s.targets for i in (t.accuracy_baselines or [])}
         assert wanted and wanted <= ids, wanted - ids
 

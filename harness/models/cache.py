@@ -79,9 +79,10 @@ class ArtifactCache:
         self._fingerprint = None
         self._ckpt_sha: dict[Path, str] = {}
 
-    def key(self, suite: Suite, fmt: str, batch_size: int) -> str:
+    def key(self, suite: Suite, fmt: str, batch_size: int, checkpoint: Path | None = None) -> str:
+        """The export's cache key; ``checkpoint`` (a trained one) stands in for source.checkpoint."""
         src = suite.source
-        ckpt = suite.resolve(src.checkpoint)
+        ckpt = checkpoint or suite.resolve(src.checkpoint)
         if ckpt is not None:
             if not ckpt.is_file():
                 raise UserError("checkpoint not found", path=ckpt, fix="fix source.checkpoint in the suite")

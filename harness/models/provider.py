@@ -41,6 +41,13 @@ class ModelProvider:
         self._nets: dict[tuple, object] = {}
         self._artifacts: dict[tuple, Artifact] = {}
         self.om_source: dict[Path, str] = {}  # OM -> sha256 of the ONNX it was converted from
+        # "train or load": a suite's trained checkpoint (set by the stages' context; None: none asked for)
+        self.trained: Callable[[Suite], Path | None] = lambda suite: None
+
+    def checkpoint_of(self, suite: Suite) -> Path | None:
+        """The weights the suite's network loads: source.checkpoint, else the
+        checkpoint its train stage feeds (trained now if not cached), else none."""
+        return suite.resolve(suite.source.checkpoint) or self.trained(suite)
 
     # -- the framework network ------------------------------------------------------------
     def network(self, suite: Suite, device_target: str = "CPU"):
@@ -50,11 +57,11 @@ class ModelProvider:
             return self._nets[memo]
         if src.kind == "pytorch":  # the timm model itself (parity reference for its export)
 
-            net = torch_net.build_model(src.arch, src.num_classes, suite.resolve(src.checkpoint), seed=src.seed)
+            net = torch_net.build_model(src.arch, src.num_classes, self.checkpoint_of(suite), seed=src.seed)
         elif src.kind == "mindcv":
             mindspore_net.set_context(device_target)
             net = mindspore_net.build_network(src.arch, src.num_classes, seed=src.seed)
-            ckpt = suite.resolve(src.checkpoint)
+            ckpt = self.checkpoint_of(suite)
             if ckpt is not None:
                 mindspore_net.load_checkpoint(net, ckpt)
             elif src.init == "scaled":
@@ -87,7 +94,7 @@ class ModelProvider:
                 raise CaseSkipped(f"cannot make {fmt} from a PyTorch source (it exports ONNX; OM is converted "
                                   "from that)")
             # one dynamic-batch file serves every batch size
-            key = self.cache.key(suite, f"onnx:pytorch:{src.opset}:dynamic", 0)
+            key = self.cache.key(suite, f"onnx:pytorch:{src.opset}:dynamic", 0, checkpoint=self.checkpoint_of(suite))
 
             def produce(tmp):
                 return torch_net.export_onnx(self.network(suite), tmp, suite.input.size, opset=src.opset,
@@ -97,7 +104,7 @@ class ModelProvider:
                     "dynamic_batch": True}
             return self._cached(key, fmt, batch_size, produce, meta)
         shape = (batch_size, suite.input.channels, suite.input.size, suite.input.size)
-        key = self.cache.key(suite, fmt, batch_size)
+        key = self.cache.key(suite, fmt, batch_size, checkpoint=self.checkpoint_of(suite))
 
         def produce(tmp):
             return mindspore_net.export(self.network(suite), shape, fmt.upper(), tmp)

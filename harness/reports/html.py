@@ -20,7 +20,7 @@ from harness.analysis.verdicts import verdicts_of
 from harness.config.baselines import MODELS, BaselinesFile, load_baselines
 from harness.errors import UserError
 from harness.fsio import write_text
-from harness.reports import views
+from harness.reports import training, views
 from harness.reports.charts import chart_svg
 from harness.reports.formatting import doc as _doc
 from harness.reports.formatting import ms as _ms
@@ -354,6 +354,7 @@ def build_context(store_path, baselines=None, *, run_id: str | None = None,
             "accuracy": _accuracy(rs, run_label), "documented_accuracy": _documented_accuracy(bf, name),
             "skipped_accuracy": [{"case": r.case, "reason": r.reason} for r in rs
                                  if r.stage == "accuracy" and r.status == "skipped"],
+            "training": training.training_rows(rs),
             "skips": _skip_groups(rs), "problems": _problems(rs, run_label), "exports": _exports(rs),
         })
     unfinished = [r["run_id"] for r in runs if r.get("status") != "finished"]

@@ -23,6 +23,7 @@ _BUILTIN = {
     "parity": "harness.stages.parity:ParityStage",
     "accuracy": "harness.stages.accuracy:AccuracyStage",
     "throughput": "harness.stages.throughput:ThroughputStage",
+    "train": "harness.stages.train:TrainStage",
 }
 _INSTANCES: dict[str, Stage] = {}
 

@@ -26,6 +26,7 @@ from harness.models.provider import ModelProvider, predict
 from harness.results import Result
 from harness.runners import devices as device_detection
 from harness.runners import get_runner_class
+from harness.stages import train_plan
 from harness.vocab import DEVICES
 
 
@@ -76,6 +77,8 @@ class StageContext:
     def __init__(self, models: ModelProvider, *, baselines=None, baselines_path=None,
                  timing_override: dict | None = None):
         self.models = models
+        # "train or load": the provider asks the train stage's plan for a fed checkpoint
+        models.trained = lambda suite: train_plan.trained_checkpoint(suite, models.cache.root)
         self.baselines = baselines
         self.baselines_path = baselines_path
         self.timing_override = {k: v for k, v in (timing_override or {}).items() if v is not None}
