@@ -99,10 +99,8 @@ class StageContext:
         return np.ascontiguousarray(np.concatenate([pool] * reps)[:batch_size])
 
     def timing(self, suite: Suite, target) -> TimingConfig:
-        cfg = TimingConfig.from_spec(suite.timing_for(target))
-        for k, v in self.timing_override.items():
-            setattr(cfg, k, v)
-        return cfg
+        # overrides pass the suite's own rules (TimingSpec), not around them
+        return TimingConfig.from_spec(suite.timing_for(target).with_overrides(self.timing_override))
 
     # -- the case's artifact and runner ---------------------------------------------------
     def target_artifact(self, case: Case, res: Result):
