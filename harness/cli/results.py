@@ -86,7 +86,7 @@ def _cmd_bundle(args) -> int:
     if Path(args.out).exists():
         raise UserError("file already exists", path=args.out, fix="choose another --out or remove the file")
     check_writable(args.out, what="bundle")
-    store = Store(args.store, create=False)
+    store = Store(args.store, create=False, read_only=True)  # only reads: a newer or foreign file stays untouched
     try:
         out = write_bundle(store, args.out)
     finally:
@@ -104,7 +104,7 @@ def _cmd_claims(args) -> int:
         check_writable(args.json, what="--json file")
     verdicts = evaluate_published(bf) if args.published or args.published_only else []
     if not args.published_only:
-        store = Store(args.store, create=False)
+        store = Store(args.store, create=False, read_only=True)
         try:
             verdicts = evaluate_claims(store.results(), bf.claims) + verdicts
         finally:
