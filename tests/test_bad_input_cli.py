@@ -208,6 +208,24 @@ def test_run_collection_error_through_pytest_exits_3(tmp_path):
     assert_clean(p, ExitCode.INPUT, str(bad), "bad input, exit 3")
 
 
+def test_run_truncated_checkpoint_exits_3(tmp_path):
+    pytest.importorskip("mindspore")
+    pytest.importorskip("mindcv")
+    ckpt = tmp_path / "trained.ckpt"
+    ckpt.write_bytes(b"\x08\x01\x12" * 100)  # the first bytes of a checkpoint's protobuf, cut short
+    f = write(tmp_path / "suites" / "m" / "suite.yaml", """\
+        model: efficientnet_b0
+        source: {kind: mindcv, arch: efficientnet_b0, checkpoint: ../../trained.ckpt}
+        export: [onnx]
+        targets: []
+        """)
+    store = tmp_path / "r.sqlite"
+    p = harness("run", "suites", "--store", store, "-m", "export", cwd=tmp_path, timeout=600)
+    assert_clean(p, ExitCode.INPUT, "trained.ckpt: cannot read MindSpore checkpoint", "bad input, exit 3")
+    [rec] = records(store)
+    assert rec["status"] == "error" and f.exists()
+
+
 def test_run_selection_and_usage_codes(measured, tmp_path):
     assert_clean(harness("run", "suites", "--store", tmp_path / "r.sqlite", "-m", "gpu and cpu", cwd=measured),
                  ExitCode.USAGE, "no case selected")
