@@ -15,7 +15,9 @@ import pytest
 
 from harness import hookspec
 from harness.config.baselines import load_baselines, locate_baselines
-from harness.errors import UserError
+from harness.config.suite import TimingSpec
+from harness.errors import ExitCode, UserError
+from harness.fsio import check_writable
 from harness.plan import Case, build_plan, read_suite, validate_suite
 from harness.reports import write_report
 from harness.runners import register_runner
@@ -35,6 +37,22 @@ def markers() -> dict[str, str]:
 
 _SESSION_KEY = pytest.StashKey["object"]()
 _BASELINES_KEY = pytest.StashKey["object"]()  # loaded once at session start
+# what went wrong with the user's input (suite, store, checkpoint, dataset ...), for
+# `harness run`'s exit code (3): see input_errors()
+_INPUT_ERRORS_KEY = pytest.StashKey[list]()
+TIMING_OPTIONS = {"warmup": "--harness-warmup", "min_iterations": "--harness-min-iterations",
+                  "min_duration_s": "--harness-min-duration"}
+
+
+def input_errors(config) -> list[str]:
+    """The input errors of this run so far: a suite that did not collect, a case
+    that stopped on a UserError (bad checkpoint, dataset, model file, a batch
+    that cannot fit), an unusable store."""
+    return config.stash.setdefault(_INPUT_ERRORS_KEY, [])
+
+
+def timing_override(config) -> dict:
+    return {k: config.getoption(opt) for k, opt in TIMING_OPTIONS.items()}
 
 
 def pytest_addoption(parser):
@@ -58,6 +76,12 @@ def pytest_addhooks(pluginmanager):
 def pytest_configure(config):
     for name, text in markers().items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    try:  # bad options stop the run before anything is measured
+        TimingSpec().with_overrides(timing_override(config), names=TIMING_OPTIONS)
+        if config.getoption("--harness-report"):
+            check_writable(config.getoption("--harness-report"), what="report")
+    except UserError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _baselines_path(config) -> Path | None:
@@ -77,6 +101,7 @@ def pytest_sessionstart(session):
         try:
             session.config.stash[_BASELINES_KEY] = load_baselines(path)
         except UserError as exc:
+            input_errors(session.config).append(str(exc))
             raise pytest.UsageError(str(exc)) from None
 
 
@@ -88,8 +113,12 @@ def pytest_collect_file(file_path: Path, parent):
 
 class SuiteFile(pytest.File):
     def collect(self):
-        suite = read_suite(self.path)
-        validate_suite(suite)
+        try:
+            suite = read_suite(self.path)
+            validate_suite(suite)
+        except UserError as exc:
+            input_errors(self.config).append(str(exc))
+            raise
         for case in build_plan(suite):
             item = CaseItem.from_parent(self, name=case.name, case=case)
             for m in case.markers:
@@ -115,6 +144,8 @@ class CaseItem(pytest.Item):
         session = _session(self.config)
         res = session.execute(self.case)
         self.user_properties.append(("harness_result", res.to_dict()))
+        if res.status == "error" and session.input_error(res):
+            input_errors(self.config).append(f"{self.case.suite.model} {self.case.name}: {res.reason}")
         if res.status == "skipped":
             # reported at the suite file, not at this line of the plugin
             raise pytest.skip.Exception(res.reason, _use_item_location=True)
@@ -137,17 +168,22 @@ def _session(config):
         extra: dict = {}
         for part in config.hook.pytest_harness_env_extra(config=config):
             extra.update(part or {})
-        s = HarnessSession(
-            store=config.getoption("--harness-store"),
-            cache=config.getoption("--harness-cache"),
-            baselines=baselines,
-            baselines_file=config.stash.get(_BASELINES_KEY, None),
-            timing_override={"warmup": config.getoption("--harness-warmup"),
-                             "min_iterations": config.getoption("--harness-min-iterations"),
-                             "min_duration_s": config.getoption("--harness-min-duration")},
-            argv=list(config.invocation_params.args),
-            env_extra=extra or None,
-        )
+        try:
+            s = HarnessSession(
+                store=config.getoption("--harness-store"),
+                cache=config.getoption("--harness-cache"),
+                baselines=baselines,
+                baselines_file=config.stash.get(_BASELINES_KEY, None),
+                timing_override=timing_override(config),
+                argv=list(config.invocation_params.args),
+                env_extra=extra or None,
+            )
+        except (UserError, OSError) as exc:
+            # the store (or cache) cannot be used: one error for the run, not one per case
+            text = str(exc) if isinstance(exc, UserError) else \
+                f"{exc.filename}: {exc.strerror or exc}\n  fix: check --harness-store and --harness-cache"
+            input_errors(config).append(text)
+            pytest.exit(f"error: {text}", returncode=int(ExitCode.INPUT))
         config.stash[_SESSION_KEY] = s
     return s
 
@@ -159,10 +195,20 @@ def pytest_sessionfinish(session, exitstatus):
     s.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
     out = session.config.getoption("--harness-report")
     if out:
-        write_report(s.store.path, out, baselines=s.baselines_path)
+        try:  # a side output: checked at the start; if it still fails, the results stay stored and the run's
+            write_report(s.store.path, out, baselines=s.baselines_path)  # exit code is the cases' own
+        except UserError as exc:
+            session.config.stash[_REPORT_FAILED_KEY] = str(exc)
+
+
+_REPORT_FAILED_KEY = pytest.StashKey[str]()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    failed = config.stash.get(_REPORT_FAILED_KEY, None)
+    if failed:
+        terminalreporter.write_line(f"error: report not written (the results are stored; the exit code is the "
+                                    f"cases' own): {failed}", red=True)
     s = config.stash.get(_SESSION_KEY, None)
     if s is None:
         return
@@ -176,5 +222,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             tr.write_line(f"  {r.model} {r.case}: {r.reason}")
     tr.write_line(f"results: {os.path.abspath(s.store.path)}")
     out = config.getoption("--harness-report")
-    if out:
+    if out and not failed:
         tr.write_line(f"report:  {os.path.abspath(out)}")

@@ -44,6 +44,7 @@ class HarnessSession:
         self.status = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
         self._suite_hashes: dict = {}
         self.results: list[Result] = []
+        self._input_errors: list[Result] = []  # results that stopped on a UserError (the user's input)
 
     def _suite_sha256(self, path) -> str | None:
         if path not in self._suite_hashes:
@@ -82,6 +83,7 @@ class HarnessSession:
             res.status, res.reason = "failed", str(exc)
         except UserError as exc:
             res.status, res.reason = "error", str(exc)
+            self._input_errors.append(res)
         except Exception as exc:  # recorded as data; the run goes on
             res.status = "error"
             res.reason = f"{type(exc).__name__}: {exc}"
@@ -90,6 +92,10 @@ class HarnessSession:
         self.status[res.status] += 1
         self.results.append(res)
         return res
+
+    def input_error(self, res: Result) -> bool:
+        """Did this result stop on a problem with the user's input (a UserError)?"""
+        return any(r is res for r in self._input_errors)
 
     def finish(self, interrupted: bool = False) -> None:
         self.store.finish_run(self.run_id, "interrupted" if interrupted else "finished")

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from harness.errors import UserError
+from harness.fsio import read_user_text
 from harness.vocab import METRICS
 
 GATED_STAGE = tuple(k for k, m in METRICS.items() if m.stage in ("throughput", "accuracy"))
@@ -106,11 +107,11 @@ def load_thresholds(path: str | Path | None) -> Thresholds:
 
     path = Path(path)
     fix = "see docs/nightly-ci.md for the thresholds file format"
+    if not path.exists():
+        raise UserError("thresholds file not found", path=path, fix=fix)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError("thresholds file not found", path=path, fix=fix) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raw = yaml.safe_load(read_user_text(path, what="thresholds file"))
+    except yaml.YAMLError as exc:
         raise UserError(f"not valid YAML ({exc})", path=path, fix=fix) from None
     if not isinstance(raw, dict) or raw.get("schema_version") != 1:
         raise UserError("not a thresholds file (needs 'schema_version: 1')", path=path, fix=fix)

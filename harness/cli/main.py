@@ -2,6 +2,13 @@
 (:mod:`harness.cli.reports`) and import | bundle | claims | devices (:mod:`harness.cli.results`).
 
 Exit codes: :class:`harness.errors.ExitCode`, the one table every command uses.
+`harness run`: 0 every selected case passed or skipped; 1 a case failed or
+errored (or the run was interrupted); 2 a bad command line (including timing
+overrides the suite's rules refuse) or nothing selected; 3 bad input: a suite
+that does not load, a baselines file, the store, an output path, or a case that
+stopped on the user's input (checkpoint, model file, dataset, label file, a
+batch that cannot fit in memory). 3 wins over 1: the run's verdict is
+incomplete until the input is fixed.
 """
 
 from __future__ import annotations
@@ -14,18 +21,44 @@ import pytest
 from harness.cli.reports import register as register_reports
 from harness.cli.results import register as register_results
 from harness.config.baselines import load_baselines, locate_baselines
-from harness.config.suite import find_suites
+from harness.config.suite import TimingSpec, find_suites
 from harness.errors import ExitCode, UserError
+from harness.fsio import check_writable
 from harness.plan import build_plan, read_suite, validate_suite
+from harness import plugin
+
+TIMING_FLAGS = {"warmup": "--warmup", "min_iterations": "--min-iterations", "min_duration_s": "--min-duration"}
+
+
+class _RunWatch:
+    """Keeps the pytest config of `harness run`, to read its input errors afterwards."""
+
+    config = None
+
+    def pytest_configure(self, config):
+        self.config = config
 
 
 def _cmd_run(args) -> int:
     paths = args.paths or ["suites"]
+    try:  # the same rules as a suite's timing: section
+        TimingSpec().with_overrides({"warmup": args.warmup, "min_iterations": args.min_iterations,
+                                     "min_duration_s": args.min_duration}, names=TIMING_FLAGS)
+    except UserError as exc:
+        print(f"harness run: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    if args.report:
+        check_writable(args.report, what="report")  # before anything runs
     for p in find_suites(paths):  # fail fast, without a traceback, on a bad suite
         validate_suite(read_suite(p))
-    argv = [*paths, "-p", "harness.plugin", "-rs" if args.verbose else "-q", "--no-header"]
+    # the plugin goes in as the module already imported (as `-p harness.plugin` would, minus a warning)
+    argv = [*paths, "-rs" if args.verbose else "-q", "--no-header"]
     if args.markers:
         argv += ["-m", args.markers]
+    if args.keyword:
+        argv += ["-k", args.keyword]
+    if args.exitfirst:
+        argv += ["-x"]
     for opt, val in (("--harness-store", args.store), ("--harness-cache", args.cache),
                      ("--harness-baselines", args.baselines), ("--harness-report", args.report),
                      ("--harness-warmup", args.warmup), ("--harness-min-iterations", args.min_iterations),
@@ -33,9 +66,18 @@ def _cmd_run(args) -> int:
         if val is not None:
             argv += [opt, str(val)]
     argv += args.pytest_args
-    rc = pytest.main(argv)
+    watch = _RunWatch()
+    rc = pytest.main(argv, plugins=[plugin, watch])
+    errors = plugin.input_errors(watch.config) if watch.config is not None else []
+    if errors:
+        more = f" (and {len(errors) - 1} more above)" if len(errors) > 1 else ""
+        print(f"harness run: bad input, exit {ExitCode.INPUT:d}: {errors[0].splitlines()[0]}{more}", file=sys.stderr)
+        return ExitCode.INPUT
     if rc == pytest.ExitCode.NO_TESTS_COLLECTED:
-        print(f"error: no case selected from {', '.join(paths)} with -m {args.markers!r}", file=sys.stderr)
+        sel = " and ".join(f"{o} {v!r}" for o, v in (("-m", args.markers), ("-k", args.keyword)) if v)
+        print(f"error: no case selected from {', '.join(paths)}{' with ' + sel if sel else ''}", file=sys.stderr)
+        return ExitCode.USAGE
+    if rc == pytest.ExitCode.USAGE_ERROR:
         return ExitCode.USAGE
     return ExitCode.OK if rc == 0 else ExitCode.FAILED
 
@@ -63,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("paths", nargs="*", help="suite folders or files (default: suites)")
     run.add_argument("-m", dest="markers", default=None,
                      help="pytest marker expression: cpu, gpu, ascend310p, throughput, 'cpu and parity' ...")
+    run.add_argument("-k", dest="keyword", default=None,
+                     help="pytest keyword expression over case names, e.g. 'bs8' or 'throughput and not bs1'")
+    run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failed case")
     run.add_argument("--store", help="results store (default $HARNESS_STORE or .harness/results.sqlite)")
     run.add_argument("--cache", help="artifact cache (default $HARNESS_CACHE or .harness/cache)")
     run.add_argument("--baselines", help="baselines file (default baselines.yaml if present)")
@@ -97,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.INPUT
+    except OSError as exc:  # a file the user named could not be used: one line, no traceback
+        if exc.filename is None:
+            raise
+        print(f"error: {exc.filename}: {exc.strerror or exc}\n  fix: check the path and its permissions",
+              file=sys.stderr)
         return ExitCode.INPUT
 
 

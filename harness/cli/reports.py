@@ -3,6 +3,12 @@
 They only read stores (opened read-only) and baselines.yaml; `readme`
 writes the README, `report` and `export` their output file.
 
+Every output path is checked before the work (harness.fsio.check_writable):
+one that cannot be written is an input error (3) before anything is
+computed. A side output that still fails afterwards (`gate --json`) never
+changes the verdict: the verdict's exit code stands and an error line says
+what was not written.
+
 Exit codes (gate and compare): 0 pass; 1 a significant regression or a
 failed measured claim; 2 usage; 3 error in the input (missing, corrupt or
 foreign store, newer format, bad thresholds file); 4 nothing was compared
@@ -27,6 +33,7 @@ from harness.analysis.regression import (
 from harness.analysis.thresholds import load_thresholds
 from harness.config.baselines import load_baselines, locate_baselines
 from harness.errors import ExitCode, UserError
+from harness.fsio import atomic_path, check_writable, write_text
 from harness.reports import readme as rt
 from harness.reports import write_report
 from harness.results.history import load_history
@@ -68,18 +75,34 @@ def _print_outcome(out, args) -> int:
                "comparisons": [c.to_dict() for c in out.comparisons], "missing_baseline": out.missing_baseline,
                "missing_candidate": out.missing_candidate, "notes": out.notes, "inconclusive": out.inconclusive,
                "claims": [getattr(c, "__dict__", str(c)) for c in out.claims]}
-        Path(args.json).write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+        _side_output(args.json, json.dumps(doc, indent=2, default=str))
     return out.exit_code
 
 
+def _side_output(path, text: str) -> None:
+    """Write a side output; a failure is one error line and never changes the verdict."""
+    try:
+        write_text(path, text)
+    except UserError as exc:
+        print(f"error: side output not written (the verdict above and its exit code stand): {exc}",
+              file=sys.stderr)
+
+
 def _cmd_report(args) -> int:
+    check_writable(args.out, what="report")
     out = write_report(args.store or default_path(), args.out, baselines=locate_baselines(args.baselines),
                        run_id=args.run)
     print(f"report: {out}")
     return ExitCode.OK
 
 
+def _check_json(args) -> None:
+    if args.json:
+        check_writable(args.json, what="--json file")
+
+
 def _cmd_gate(args) -> int:
+    _check_json(args)
     history = load_history(args.store)
     cands = [history.resolve_run(r) for r in args.run] if args.run else None
     out = evaluate(history, candidate_runs=cands, metrics=args.metric or _default_metrics(),
@@ -104,6 +127,7 @@ def _cmd_compare(args) -> int:
         return ExitCode.OK
     if not (args.a and args.b):
         raise _Usage("compare needs two runs: harness compare A B (or --list to see the runs)")
+    _check_json(args)
     stores = list(args.store or [])
     refs = []
     for ref in (args.a, args.b):
@@ -128,6 +152,8 @@ def _cmd_compare(args) -> int:
 
 def _cmd_readme(args) -> int:
     bf = _baselines(args, required=True)
+    if not args.check:
+        check_writable(args.readme, what="README")
     old, new, stale = rt.refresh(args.readme, bf, lambda: load_history(args.store))
     if args.check:
         if stale:
@@ -144,10 +170,12 @@ def _cmd_readme(args) -> int:
 
 
 def _cmd_export(args) -> int:
+    check_writable(args.out, what="export file")
     history = load_history(args.store)
     if args.format == "csv":
         df = to_dataframe(history)
-        df.to_csv(args.out, index=False)
+        with atomic_path(args.out, mode=0o644) as tmp:
+            df.to_csv(tmp, index=False)
         print(f"{args.out}: {len(df)} results")
         return ExitCode.OK
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 from harness.analysis.claims import evaluate_claims, evaluate_published
 from harness.config.baselines import load_baselines, locate_baselines
 from harness.errors import ExitCode, UserError
+from harness.fsio import check_writable, read_user_text, write_text
 from harness.results import bundles
 from harness.results.bundles import write_bundle
 from harness.results.store import Store
@@ -35,7 +37,7 @@ def _cmd_import(args) -> int:
             if kind == "store":
                 print(f"{f}: store: {bundles.merge_store(store, f)}")
             elif kind == "bundle":
-                print(f"{f}: bundle: {bundles.merge_bundle(store, json.loads(Path(f).read_text()), where=f)}")
+                print(f"{f}: bundle: {bundles.merge_bundle(store, _read_json(f), where=f)}")
             elif kind == "trtexec":
                 trtexec_logs.append(f)
             else:
@@ -57,6 +59,14 @@ def _cmd_import(args) -> int:
     return ExitCode.OK
 
 
+def _read_json(path) -> object:
+    try:
+        return json.loads(read_user_text(path, what="bundle"))
+    except ValueError as exc:
+        raise UserError(f"not valid JSON ({exc})", path=path,
+                        fix="write the bundle again with `harness bundle --out FILE`") from None
+
+
 def _import_trtexec(store, logs, args) -> None:
     missing = [o for o, v in (("--model", args.model), ("--device", args.device)) if not v]
     if missing:
@@ -73,7 +83,10 @@ def _import_trtexec(store, logs, args) -> None:
 
 
 def _cmd_bundle(args) -> int:
-    store = Store(args.store, create=False)
+    if Path(args.out).exists():
+        raise UserError("file already exists", path=args.out, fix="choose another --out or remove the file")
+    check_writable(args.out, what="bundle")
+    store = Store(args.store, create=False, read_only=True)  # only reads: a newer or foreign file stays untouched
     try:
         out = write_bundle(store, args.out)
     finally:
@@ -87,18 +100,23 @@ def _cmd_claims(args) -> int:
     if p is None:
         raise UserError("no baselines file (claims live there)", fix="pass --baselines PATH")
     bf = load_baselines(p)
+    if args.json:
+        check_writable(args.json, what="--json file")
     verdicts = evaluate_published(bf) if args.published or args.published_only else []
     if not args.published_only:
-        store = Store(args.store, create=False)
+        store = Store(args.store, create=False, read_only=True)
         try:
             verdicts = evaluate_claims(store.results(), bf.claims) + verdicts
         finally:
             store.close()
     for v in verdicts:
         print(f"{v.verdict.upper():15} {v.origin:9} {v.claim_id}: {v.reason}")
-    if args.json:
-
-        Path(args.json).write_text(json.dumps([dataclasses.asdict(v) for v in verdicts], indent=1))
+    if args.json:  # a side output: its failure never changes the verdict
+        try:
+            write_text(args.json, json.dumps([dataclasses.asdict(v) for v in verdicts], indent=1))
+        except UserError as exc:
+            print(f"error: side output not written (the verdicts above and the exit code stand): {exc}",
+                  file=sys.stderr)
     return ExitCode.FAILED if any(v.verdict == "fail" for v in verdicts) else ExitCode.OK
 
 

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from harness.errors import UserError
+from harness.fsio import read_user_text
 from harness.vocab import DEVICE_NAMES, METRIC_DIRECTION, METRIC_UNIT, TIMED_METRICS
 
 SCHEMA_VERSION = 1
@@ -316,15 +317,10 @@ def _format_validation_error(exc: ValidationError, raw: Any) -> str:
 def load_baselines(path: str | Path) -> BaselinesFile:
     """Read and validate a baselines YAML file; problems raise UserError."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not p.exists():
         raise UserError("baselines file not found", path=p,
-                        fix="create it or pass the right path (the repository's is baselines.yaml at its root)") from None
-    except OSError as exc:
-        raise UserError(f"cannot read baselines file: {exc.strerror or exc}", path=p) from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"baselines file is not UTF-8 text: {exc.reason}", path=p) from None
+                        fix="create it or pass the right path (the repository's is baselines.yaml at its root)")
+    text = read_user_text(p, what="baselines file")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -8,7 +8,9 @@ baselines apply. Nothing in a suite is Python: a new model is a new YAML file.
 
 from __future__ import annotations
 
+import difflib
 import os
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import UserError
+from harness.fsio import read_user_text
 from harness.vocab import DEVICE_NAMES, EXPORT_FORMATS, FORMAT_NAMES, PRECISIONS
 
 SUITE_FORMAT_VERSION = 1
@@ -174,6 +177,26 @@ class TimingSpec(_Strict):
             raise ValueError(f"max_repetitions ({self.max_repetitions}) is below repetitions ({self.repetitions})")
         return self
 
+    def with_overrides(self, overrides: dict | None, *, names: dict | None = None) -> "TimingSpec":
+        """This spec with ``overrides`` (command line, pytest options) applied and
+        checked by the same rules as the suite's ``timing:``. ``names`` maps a
+        key to what the user typed (``{"warmup": "--warmup"}``) for the message."""
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        if not given:
+            return self
+        try:
+            return type(self).model_validate({**self.model_dump(), **given})
+        except ValidationError as exc:
+            names = names or {}
+            lines = []
+            for e in exc.errors():
+                key = str(e["loc"][0]) if e["loc"] else ""
+                label = names.get(key, f"timing.{key}" if key else "timing")
+                lines.append(f"  - {label} {given.get(key, '')}: {e['msg']}".replace(" : ", ": "))
+            raise UserError("invalid timing override:\n" + "\n".join(lines),
+                            fix="use warmup >= 0, min_iterations >= 1 and min_duration_s >= 0, as in a suite's "
+                                "timing: section") from None
+
 
 class TargetSpec(_Strict):
     """One device x runner x precision, swept over batch sizes."""
@@ -298,6 +321,46 @@ def _format_validation_error(err: ValidationError, prefix: tuple = ()) -> str:
     return "\n".join(lines)
 
 
+def _model_at(loc: tuple):
+    """The pydantic model that holds the key at ``loc`` (("targets", 0, "batch_size") -> TargetSpec)."""
+    model = Suite
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        inner = [a for a in (field.annotation, *typing.get_args(field.annotation)) if a is not None]
+        inner += [b for a in inner for b in typing.get_args(a)]
+        model = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return None
+    return model
+
+
+def _fix_for(exc: ValidationError, sections: dict | None) -> str:
+    """The keys allowed where each unknown key sits, not only the top level's."""
+    fixes = []
+    for e in exc.errors():
+        if e["type"] != "extra_forbidden":
+            continue
+        where = ".".join(str(x) for x in e["loc"][:-1])
+        model = _model_at(tuple(e["loc"]))
+        if model is Suite or not where:
+            keys = [*(k for k in Suite.model_fields if k not in ("path", "stage_config")), *(sections or {})]
+            text = f"top-level keys allowed: {', '.join(keys)}"
+        elif model is not None:
+            text = f"{where} takes: {', '.join(model.model_fields)}"
+            close = difflib.get_close_matches(str(e["loc"][-1]), list(model.model_fields), n=1)
+            if close:
+                fixes.append(f"{where}.{e['loc'][-1]}: did you mean {close[0]}?")
+        else:
+            continue
+        if text not in fixes:
+            fixes.append(text)
+    return "correct the keys listed" + ("; " + "; ".join(fixes) if fixes else "")
+
+
 def load_suite(path: str | Path, sections: dict | None = None) -> Suite:
     """Read and validate a suite file. ``sections`` ({name: pydantic model})
     are the extra top-level sections that stages declare."""
@@ -308,7 +371,7 @@ def load_suite(path: str | Path, sections: dict | None = None) -> Suite:
         raise UserError("suite file not found", path=path,
                         fix="pass a suite folder containing suite.yaml, e.g. suites/se_resnext50")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_user_text(path, what="suite file"))
     except yaml.YAMLError as exc:
         raise UserError(f"not valid YAML: {exc}", path=path, fix="fix the YAML syntax at the line shown") from None
     if not isinstance(data, dict):
@@ -335,9 +398,8 @@ def load_suite(path: str | Path, sections: dict | None = None) -> Suite:
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
-        allowed = ", ".join([*(k for k in Suite.model_fields if k not in ("path", "stage_config")), *(sections or {})])
         raise UserError(f"invalid suite:\n{_format_validation_error(exc)}", path=path,
-                        fix=f"correct the keys listed; top-level keys allowed: {allowed}") from None
+                        fix=_fix_for(exc, sections)) from None
     suite.path = path.resolve()
     suite.stage_config = extra
     return suite

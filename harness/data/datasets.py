@@ -111,13 +111,14 @@ def image_folder(root: str | Path, num_classes: int | None = None) -> Dataset:
     return Dataset(samples, root, "imagefolder", listed=len(samples), ignored=ignored)
 
 
-def flat_folder(root: str | Path, label_file: str | Path, *, allow_missing: bool = False) -> Dataset:
+def flat_folder(root: str | Path, label_file: str | Path, *, allow_missing: bool = False,
+                num_classes: int | None = None) -> Dataset:
     """A flat folder plus a label file. Images without a row, and (unless
     ``allow_missing``) rows without an image, are errors naming the files."""
     root, label_file = Path(root), Path(label_file)
     if not root.is_dir():
         raise UserError("dataset folder not found", path=root, fix="set dataset.path to the folder of val images")
-    lf = read_label_file(label_file)
+    lf = read_label_file(label_file, num_classes)
     labels, dup = lf.labels, lf.duplicates
     images, ignored = _images_in(root)
     if not images:
@@ -171,7 +172,8 @@ def from_spec(spec, resolve, *, num_classes: int | None = None) -> Dataset:
     """
     root = resolve(spec.path)
     if spec.kind == "flat":
-        ds = flat_folder(root, resolve(spec.label_file), allow_missing=spec.allow_missing)
+        ds = flat_folder(root, resolve(spec.label_file), allow_missing=spec.allow_missing,
+                         num_classes=num_classes)
     else:
         ds = image_folder(root, num_classes=num_classes)
     if spec.subset is not None:

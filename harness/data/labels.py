@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.fsio import read_user_text
 
 FIX = "one 'ILSVRC2012_val_00000001.JPEG 65' pair per line, 0-based class index"
 
@@ -24,16 +25,18 @@ class LabelFile:
         return {Path(name).stem: label for name, label in self.labels.items()}
 
 
-def read_label_file(path: str | Path) -> LabelFile:
+def read_label_file(path: str | Path, num_classes: int | None = None) -> LabelFile:
     """Read a label file; blank and ``#`` lines are skipped, a repeated identical
-    pair counts once, and a name listed with two labels is an error."""
+    pair counts once, and a name listed with two labels is an error. A negative
+    label, or (given ``num_classes``) one past the model's classes, is an error
+    naming the file and its line."""
     path = Path(path)
     if not path.is_file():
         raise UserError("label file not found", path=path,
                         fix="set dataset.label_file to val_label.txt (lines 'ILSVRC2012_val_00000001.JPEG 65')")
     labels: dict[str, int] = {}
     dup = 0
-    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for lineno, line in enumerate(read_user_text(path, what="label file").splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = line.split()
@@ -41,6 +44,11 @@ def read_label_file(path: str | Path) -> LabelFile:
             raise UserError(f"line {lineno} is not '<file name> <class index>': {line.strip()[:80]!r}", path=path,
                             fix=FIX)
         name, label = Path(parts[0]).name, int(parts[1])
+        if label < 0 or (num_classes is not None and label >= num_classes):
+            span = f"0 to {num_classes - 1}" if num_classes is not None else "0 or more"
+            raise UserError(f"line {lineno}: label {label} of {name} is out of range (class indices run {span}"
+                            f"{f' for this {num_classes}-class model' if num_classes is not None else ''})",
+                            path=path, fix=FIX + "; fix or remove that line (or check source.num_classes)")
         if name in labels:
             if labels[name] != label:
                 raise UserError(f"line {lineno}: {name} listed twice with labels {labels[name]} and {label}",

@@ -1,4 +1,5 @@
-"""Measurements computed from model outputs: Top-k accuracy and export parity."""
+"""Measurements computed from model outputs: Top-k accuracy and export parity (timing, the
+memory guard and the interference probe live in their own modules)."""
 
 from harness.metrics.accuracy import TopK
 from harness.metrics.parity import Parity, compare_outputs

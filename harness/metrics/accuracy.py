@@ -24,8 +24,10 @@ class TopK:
             raise UserError(f"{bad} of {len(logits)} samples have NaN/inf logits", path=where,
                             fix="check the checkpoint and the preprocessing (wrong normalisation overflows fp16)")
         if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
-            raise UserError(f"label {int(labels.max())} out of range for {logits.shape[1]} classes", path=where,
-                            fix="the label file and the model's class count disagree")
+            bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
+            raise UserError(f"a dataset label ({bad}) is out of range for the model's {logits.shape[1]} classes "
+                            f"(model output: {where})",
+                            fix="the label file (or class folders) and source.num_classes disagree")
         kmax = min(max(self.ks), logits.shape[1])
         # argpartition is O(classes) per row; only the top kmax need sorting.
         top = np.argpartition(-logits, kmax - 1, axis=1)[:, :kmax]

@@ -186,19 +186,29 @@ def _measure_device(own, batch: np.ndarray, config: TimingConfig, scope: str, cl
 
 
 def measure(runner, batch: np.ndarray, config: TimingConfig, *, clock=time.perf_counter,
-            probe_factory=InterferenceProbe) -> Timing:
-    """Time `runner.run(batch)` + `runner.synchronize()` under `config`."""
+            probe_factory=InterferenceProbe, outputs: dict | None = None) -> Timing:
+    """Time `runner.run(batch)` + `runner.synchronize()` under `config`.
+
+    ``outputs``, if given, receives the outputs of the first and the last timed
+    iteration ("first", "last"), kept outside the clock's brackets, for the
+    caller to check (non-finite values): the statistics do not change."""
     own = getattr(runner, "measure_device", None)
     if own is not None:
         return _measure_device(own, batch, config, runner.timing_scope, clock, probe_factory)
     run, sync = runner.run, runner.synchronize
     bs = int(batch.shape[0])
+    kept: dict = outputs if outputs is not None else {}
+    timed = [False]  # warm-up outputs are not kept
 
     def run_once() -> float:
         a = clock()
-        run(batch)
+        out = run(batch)
         sync()
-        return clock() - a
+        d = clock() - a
+        if timed[0]:
+            kept.setdefault("first", out)
+            kept["last"] = out
+        return d
 
     warm_n, warm_s, steady = _warm_up(run_once, config, clock)
     min_iter, min_s = config.per_repetition()
@@ -207,6 +217,7 @@ def measure(runner, batch: np.ndarray, config: TimingConfig, *, clock=time.perf_
     deadline = start + config.max_duration_s
 
     def window():
+        timed[0] = outputs is not None
         device_before = runner.device_times_ms()
         n_before = len(device_before) if device_before is not None else 0
         lat = []

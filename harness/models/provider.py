@@ -30,6 +30,51 @@ def predict(net, x):
     return mindspore_net.predict(net, x)
 
 
+def check_onnx_file(path: Path) -> None:
+    """A user's ONNX file (source.path) must parse and pass onnx's checker: a
+    truncated copy or another kind of file is an error naming it, before any
+    case uses it. (Its fix is the user's: the harness did not make this file.)"""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+        if not model.graph.node or not model.graph.output:
+            raise ValueError("the graph has no nodes or no outputs")
+    except Exception as exc:  # protobuf's DecodeError, onnx's ValidationError, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"not a usable ONNX model ({path.stat().st_size} bytes): {first[:300]}", path=path.resolve(),
+                        fix="this is the suite's own file (source.path): copy it again in full (a truncated "
+                            "copy fails like this) or export it again from its framework") from None
+
+
+def largest_tensor_bytes(path: Path) -> int | None:
+    """The largest tensor of an ONNX graph per sample (batch dimension taken as
+    1), after shape inference; tensors with other symbolic dimensions are left
+    out. None when the file does not parse."""
+    import onnx
+
+    try:
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(path), load_external_data=False))
+    except Exception:  # check_onnx_file reports a broken file; here it just means "unknown"
+        return None
+    best = 0
+    g = model.graph
+    for vi in (*g.input, *g.value_info, *g.output):
+        dims = vi.type.tensor_type.shape.dim
+        if not dims:
+            continue
+        n = 1
+        for i, d in enumerate(dims):
+            if d.HasField("dim_value"):
+                n *= d.dim_value if i else 1
+            elif i:  # a symbolic dimension other than the batch: size unknown
+                n = 0
+                break
+        best = max(best, n)
+    return best * 4 if best else None
+
+
 class ModelProvider:
     """``chips(family)`` names the NPU chips of a family on this host (for atc's
     --soc_version); ``why_absent(family)`` says why there are none."""
@@ -41,6 +86,7 @@ class ModelProvider:
         self._nets: dict[tuple, object] = {}
         self._artifacts: dict[tuple, Artifact] = {}
         self.om_source: dict[Path, str] = {}  # OM -> sha256 of the ONNX it was converted from
+        self._checked: set[str] = set()  # sha256 of the users' ONNX files that parsed and checked
         # "train or load": a suite's trained checkpoint (set by the stages' context; None: none asked for)
         self.trained: Callable[[Suite], Path | None] = lambda suite: None
 
@@ -71,6 +117,19 @@ class ModelProvider:
         self._nets[memo] = net
         return net
 
+    def activation_bytes(self, suite: Suite) -> int | None:
+        """Bytes of the largest intermediate tensor per sample (float32), from
+        the graph of a user's ONNX file; None when the graph is not at hand
+        (a framework source before its export) or its shapes are symbolic."""
+        src = suite.source
+        memo = (suite.path, "activations")
+        if memo not in self._nets:
+            self._nets[memo] = None
+            path = suite.resolve(src.path) if src.kind == "onnx" and src.path else None
+            if path is not None and path.is_file():
+                self._nets[memo] = largest_tensor_bytes(path)
+        return self._nets[memo]
+
     # -- artifacts ---------------------------------------------------------------------------
     def artifact(self, suite: Suite, fmt: str, batch_size: int, device: str | None = None) -> Artifact:
         if fmt == "om":
@@ -88,7 +147,11 @@ class ModelProvider:
             path = suite.resolve(src.path)
             if not path.is_file():
                 raise UserError("ONNX model not found", path=path, fix="fix source.path in the suite")
-            return Artifact("onnx", path, sha256_file(path), batch_size, None, cached=True)
+            sha = sha256_file(path)
+            if sha not in self._checked:  # once per file content, not per batch size
+                check_onnx_file(path)
+                self._checked.add(sha)
+            return Artifact("onnx", path, sha, batch_size, None, cached=True)
         if src.kind == "pytorch":
             if fmt != "onnx":
                 raise CaseSkipped(f"cannot make {fmt} from a PyTorch source (it exports ONNX; OM is converted "

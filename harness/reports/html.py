@@ -56,6 +56,9 @@ def _read_store(store_path, run_id: str | None):
     if store_path is None:
         raise UserError("no results store given", fix="pass the store path (e.g. .harness/results.sqlite)")
     path = Path(store_path)
+    if path.is_dir():
+        raise UserError("the results store is a directory, not a file", path=path,
+                        fix="pass the results file (e.g. .harness/results.sqlite), not its folder")
     if not path.is_file():
         # Store(create=False) would say so too, but a directory passes its check.
         raise UserError("results store not found", path=path,

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from harness.analysis.comparability import comparable, is_null
 from harness.errors import UserError
-from harness.fsio import write_text
+from harness.fsio import read_user_text, write_text
 from harness.reports.training import training_table
 from harness.results.history import run_order
 from harness.vocab import DEVICE_FAMILIES, NPU_FAMILIES
@@ -301,12 +301,9 @@ def refresh(path, bf, history_loader) -> tuple[str, str, list[Block]]:
     """(old text, new text, stale blocks). `history_loader()` is called only
     when a block needs the store."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError("README not found", path=path, fix="pass the README to update") from None
-    except UnicodeDecodeError:
-        raise UserError("README is not UTF-8 text", path=path) from None
+    if not path.exists():
+        raise UserError("README not found", path=path, fix="pass the README to update")
+    text = read_user_text(path, what="README")
     blocks = parse(text, path)
     history = history_loader() if any(b.params["source"] == "measured" for b in blocks) else None
     lines = text.split("\n")

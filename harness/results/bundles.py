@@ -28,6 +28,7 @@ from pathlib import Path
 
 from harness.config.baselines import load_baselines
 from harness.errors import UserError
+from harness.fsio import write_text
 from harness.models.cache import sha256_file
 from harness.results import Result
 from harness.results.store import Store
@@ -91,7 +92,7 @@ def write_bundle(store: Store, out: str | Path) -> Path:
     out = Path(out)
     if out.exists():
         raise UserError("file already exists", path=out, fix="choose another --out or remove the file")
-    out.write_text(json.dumps(bundle(store), indent=1, default=str), encoding="utf-8")
+    write_text(out, json.dumps(bundle(store), indent=1, default=str))
     return out
 
 

@@ -51,6 +51,18 @@ class Runner:
         was built, tool versions, its own statistics), for the result's metrics."""
         return {}
 
+    def repair_hint(self, artifact) -> str:
+        """The fix for an artifact that will not load: the harness's own cached
+        export is deleted and made again; a user's file is theirs to replace."""
+        cache = self.options.get("artifact_cache")
+        try:
+            ours = cache is not None and Path(artifact).resolve().is_relative_to(Path(cache).resolve())
+        except (TypeError, ValueError, OSError):
+            ours = False
+        if ours:
+            return f"delete the cached artifact ({artifact}) so the next run exports it again"
+        return "this is the suite's own file (source.path): copy it again in full or export it again"
+
     def version(self) -> str:
         raise NotImplementedError
 

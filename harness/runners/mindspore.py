@@ -62,7 +62,7 @@ class MindSporeRunner(Runner):
                 self.net = nn.GraphCell(ms.load(str(artifact)))
             except Exception as exc:  # MindSpore raises RuntimeError/ValueError variously
                 raise UserError(f"MindSpore could not load the MINDIR: {exc}", path=artifact,
-                                fix="re-export it (delete the cached artifact)") from None
+                                fix=self.repair_hint(artifact)) from None
         else:
             self.net = artifact
         self._tensor = ms.Tensor

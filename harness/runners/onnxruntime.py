@@ -91,7 +91,7 @@ class OnnxRuntimeRunner(Runner):
                                                 provider_options=provider_options)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise UserError(f"ONNX Runtime could not load the model: {exc}", path=artifact,
-                            fix="re-export the model (delete the cached artifact) or check the file") from None
+                            fix=self.repair_hint(artifact)) from None
         self.providers = self.session.get_providers()
         accelerators = [p for p in chosen if p != "CPUExecutionProvider"]
         if accelerators and not any(p in self.providers for p in accelerators):

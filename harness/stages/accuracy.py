@@ -30,10 +30,12 @@ class AccuracyStage(Stage):
         if suite.dataset.kind == "synthetic":
             raise CaseSkipped(f"dataset is synthetic (generated images have no true labels); set dataset.kind: "
                               f"imagefolder (or flat + label_file) and dataset.path in {suite.path}")
+        ctx.check_memory(case)
         ds = datasets.from_spec(suite.dataset, suite.resolve, num_classes=src.num_classes)
         recipe = ctx.recipe(suite)
         topk = TopK((1, 5))
-        where = f"{case.target.runner} output on {suite.dataset.path}"
+        # the model made the logits: errors about them name the model file, not the images
+        where = f"{ctx.model_file(case)} ({case.target.runner} output on {suite.dataset.path})"
         source = None
         if suite.dataset.prep_cache:
             cache = PrepCache(ctx.models.cache.root / "prep", recipe)

@@ -21,13 +21,14 @@ from harness.config.baselines import select
 from harness.config.suite import Suite, TargetSpec
 from harness.data import recipes, samples
 from harness.errors import CaseFailed, UserError
+from harness.metrics import memory
 from harness.metrics.timing import TimingConfig
 from harness.models.provider import ModelProvider, predict
 from harness.results import Result
 from harness.runners import devices as device_detection
 from harness.runners import get_runner_class
 from harness.stages import train_plan
-from harness.vocab import DEVICES
+from harness.vocab import DEVICES, HOST_DEVICE
 
 
 @dataclass
@@ -102,10 +103,28 @@ class StageContext:
         return np.ascontiguousarray(np.concatenate([pool] * reps)[:batch_size])
 
     def timing(self, suite: Suite, target) -> TimingConfig:
-        cfg = TimingConfig.from_spec(suite.timing_for(target))
-        for k, v in self.timing_override.items():
-            setattr(cfg, k, v)
-        return cfg
+        # overrides pass the suite's own rules (TimingSpec), not around them
+        return TimingConfig.from_spec(suite.timing_for(target).with_overrides(self.timing_override))
+
+    @staticmethod
+    def model_file(case: Case) -> str:
+        """What made a case's outputs, for messages: the user's ONNX file, the
+        checkpoint, or the architecture's randomly initialised network."""
+        src = case.suite.source
+        if src.kind == "onnx" and src.path:
+            return str(case.suite.resolve(src.path).resolve())
+        if src.checkpoint:
+            return str(case.suite.resolve(src.checkpoint).resolve())
+        return f"{src.kind} {src.arch} (no checkpoint: randomly initialised, from {case.suite.path})"
+
+    def check_memory(self, case: Case) -> None:
+        """Refuse a case whose batch cannot fit in this host's memory (harness.metrics.memory)."""
+        if case.batch_size is None or case.target is None:
+            return
+        inp = case.suite.input
+        est = memory.estimate(case.batch_size, (inp.channels, inp.size, inp.size), case.suite.source.num_classes,
+                              per_sample_activations=self.models.activation_bytes(case.suite))
+        memory.check_fits(est, where=f"{case.suite.path} ({case.name})", host_only=case.device != HOST_DEVICE)
 
     # -- the case's artifact and runner ---------------------------------------------------
     def target_artifact(self, case: Case, res: Result):

@@ -7,6 +7,9 @@ as such, and is never held against a documented figure.
 
 from __future__ import annotations
 
+import numpy as np
+
+from harness.errors import UserError
 from harness.metrics.timing import measure
 from harness.stages.base import Stage
 
@@ -31,17 +34,41 @@ def describe(t) -> str:
     return text
 
 
+def _nonfinite(outputs: dict) -> dict:
+    """{"first": "3 of 12 values NaN/inf", ...} for the kept outputs that are not all finite."""
+    out = {}
+    for k, v in outputs.items():
+        try:
+            a = np.asarray(v[0] if isinstance(v, (list, tuple)) else v, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue
+        n = int(a.size - np.count_nonzero(np.isfinite(a)))
+        if n:
+            out[k] = f"{n} of {a.size} values NaN/inf"
+    return out
+
+
 class ThroughputStage(Stage):
     name = "throughput"
 
     def run(self, case, ctx, res):
         suite = case.suite
+        ctx.check_memory(case)
         x = ctx.inputs(suite, case.batch_size)
+        outputs: dict = {}
         with ctx.runner(case, res, ctx.target_artifact(case, res)) as runner:
-            timing = measure(runner, x, ctx.timing(suite, case.target))
+            timing = measure(runner, x, ctx.timing(suite, case.target), outputs=outputs)
             res.metrics.update(getattr(runner, "extra_metrics", dict)())
         res.metrics.update(timing.as_metrics())
         res.reason = describe(timing)
+        bad = _nonfinite(outputs)
+        if bad:  # a fast model that outputs garbage is no figure: stored, flagged, never held against anything
+            res.metrics["nonfinite_outputs"] = bad
+            what = "; ".join(f"{k} timed run: {v}" for k, v in bad.items())
+            raise UserError(f"the model's outputs are not finite ({what}), so its timing measures nothing",
+                            path=ctx.model_file(case),
+                            fix="check the model file and its weights (NaN/inf weights, an fp16 overflow, or an "
+                                "export that went wrong)")
         if timing.contended:
             return  # the neighbour's figure as much as ours: held against nothing
         ctx.hold_baselines(case, res, "throughput_ips", timing.throughput_ips)
