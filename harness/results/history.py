@@ -7,7 +7,8 @@ from pathlib import Path
 
 from harness.errors import UserError
 from harness.results.record import Result
-from harness.results.store import Store, default_path
+from harness.results.db import redact_text
+from harness.results.store import Store, default_path, redact
 
 
 @dataclass
@@ -16,7 +17,7 @@ class History:
 
     runs: dict[str, dict]
     results: list[Result]
-    paths: list[Path]
+    paths: list  # the stores read: Paths, or redacted database URLs
 
     def run_results(self, run_ids) -> list[Result]:
         ids = set(run_ids)
@@ -56,11 +57,18 @@ def run_order(run: dict) -> tuple:
     return run.get("started_at") or "", run.get("_seq", 0)
 
 
+def _spec(p):
+    s = str(p)
+    return s if "://" in s else Path(s)
+
+
 def load_history(paths) -> History:
-    paths = [Path(p) for p in (paths or [default_path()])]
+    """Everything in the given stores (paths or database URLs)."""
+    specs = [_spec(p) for p in (paths or [default_path()])]
     runs: dict[str, dict] = {}
     results, seen = [], set()
-    for p in paths:
+    for p in specs:
+        where = redact(p) if isinstance(p, str) else p
         store = Store(p, read_only=True)
         try:
             for run in store.runs():
@@ -77,10 +85,10 @@ def load_history(paths) -> History:
                     seen.add(key)
                     results.append(r)
         except Exception as exc:
-            raise UserError(f"cannot read results ({type(exc).__name__}: {exc})", path=p,
-                            fix="the file may be damaged; it was left untouched") from None
+            raise UserError(f"cannot read results ({type(exc).__name__}: {redact_text(str(exc), p)})", path=where,
+                            fix="the store may be damaged or the server gone; it was left untouched") from None
         finally:
             store.close()
-    return History(runs, results, paths)
+    return History(runs, results, [redact(p) if isinstance(p, str) else p for p in specs])
 
 
