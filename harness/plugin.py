@@ -18,7 +18,8 @@ from harness.config.baselines import load_baselines, locate_baselines
 from harness.errors import UserError
 from harness.plan import Case, build_plan, read_suite, validate_suite
 from harness.reports import write_report
-from harness.runners import register_runner
+from harness.results.store import Store, StoreUnavailable, new_run_id, redact
+from harness.runners import devices, register_runner
 from harness.session import HarnessSession  # opens the store: only when a case runs
 from harness.stages import stages
 from harness.vocab import DEVICE_FAMILIES, OTHER_MARKERS, STAGES
@@ -35,12 +36,15 @@ def markers() -> dict[str, str]:
 
 _SESSION_KEY = pytest.StashKey["object"]()
 _BASELINES_KEY = pytest.StashKey["object"]()  # loaded once at session start
+_PIN_KEY = pytest.StashKey["dict"]()  # pytest-xdist worker: {family: device index} it was given
+_RUN_KEY = pytest.StashKey["dict"]()  # pytest-xdist controller: the run its workers share
 
 
 def pytest_addoption(parser):
     g = parser.getgroup("harness", "model benchmark harness")
     g.addoption("--harness-store", default=None,
-                help="results store (SQLite file); default $HARNESS_STORE or .harness/results.sqlite")
+                help="results store: an SQLite file or postgresql://USER@HOST:PORT/DB; default $HARNESS_STORE or "
+                     ".harness/results.sqlite")
     g.addoption("--harness-cache", default=None,
                 help="artifact cache folder; default $HARNESS_CACHE or .harness/cache")
     g.addoption("--harness-baselines", default=None,
@@ -58,6 +62,46 @@ def pytest_addhooks(pluginmanager):
 def pytest_configure(config):
     for name, text in markers().items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    if _is_xdist_controller(config):
+        config.stash[_RUN_KEY] = {"run_id": new_run_id(), "failed_nodes": []}
+    elif hasattr(config, "workerinput"):
+        # each xdist worker gets its own device now, before any framework starts
+        config.stash[_PIN_KEY] = devices.pin_worker(_worker(config)[1])
+
+
+# -- pytest-xdist: one run, one device per worker ------------------------------
+def _is_xdist_controller(config) -> bool:
+    return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no" \
+        and bool(getattr(config.option, "numprocesses", None))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """Hand every worker the run id they all store their results under."""
+    node.workerinput["harness_run_id"] = node.config.stash[_RUN_KEY]["run_id"]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    if error:  # a worker crashed: the run cannot count as finished
+        node.config.stash[_RUN_KEY]["failed_nodes"].append(node.gateway.id)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` with -m naming accelerator families: one worker per device of them."""
+    expr = config.getoption("markexpr", "") or ""
+    fams = [d.name for d in DEVICE_FAMILIES if d.name != "cpu" and d.name in expr.replace("(", " ").split()]
+    n = devices.device_count(fams) if fams else 0
+    return n or None
+
+
+def _worker(config) -> tuple[str | None, int, int]:
+    """(shared run id, worker number, worker count); (None, 0, 1) without xdist."""
+    wi = getattr(config, "workerinput", None)
+    if not wi:
+        return None, 0, 1
+    return wi.get("harness_run_id"), int(str(wi["workerid"]).lstrip("gw") or 0), int(wi.get("workercount", 1))
 
 
 def _baselines_path(config) -> Path | None:
@@ -76,6 +120,14 @@ def pytest_sessionstart(session):
     if path is not None:
         try:
             session.config.stash[_BASELINES_KEY] = load_baselines(path)
+        except UserError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    # A database store is checked before anything is measured: an unreachable
+    # server or refused credentials stop the run with no run recorded.
+    spec = session.config.getoption("--harness-store") or os.environ.get("HARNESS_STORE")
+    if spec and "://" in spec and not hasattr(session.config, "workerinput"):
+        try:
+            Store(spec).close()
         except UserError as exc:
             raise pytest.UsageError(str(exc)) from None
 
@@ -113,7 +165,12 @@ class CaseItem(pytest.Item):
 
     def runtest(self):
         session = _session(self.config)
-        res = session.execute(self.case)
+        try:
+            res = session.execute(self.case)
+        except StoreUnavailable as exc:
+            # stop here: the cases stored so far stay, the run ends interrupted
+            self.session.shouldstop = f"harness: results database lost; run {session.run_id} interrupted"
+            raise CaseFailed(f"[store lost] {exc}") from None
         self.user_properties.append(("harness_result", res.to_dict()))
         if res.status == "skipped":
             # reported at the suite file, not at this line of the plugin
@@ -137,7 +194,9 @@ def _session(config):
         extra: dict = {}
         for part in config.hook.pytest_harness_env_extra(config=config):
             extra.update(part or {})
+        run_id, _, workers = _worker(config)
         s = HarnessSession(
+            run_id=run_id, workers=workers, pinned=config.stash.get(_PIN_KEY, None),
             store=config.getoption("--harness-store"),
             cache=config.getoption("--harness-cache"),
             baselines=baselines,
@@ -152,24 +211,81 @@ def _session(config):
     return s
 
 
+def _store_spec(config) -> str:
+    return config.getoption("--harness-store") or os.environ.get("HARNESS_STORE") or ".harness/results.sqlite"
+
+
+def _where(spec: str) -> str:
+    return redact(spec) if "://" in spec else os.path.abspath(spec)
+
+
 def pytest_sessionfinish(session, exitstatus):
-    s = session.config.stash.get(_SESSION_KEY, None)
-    if s is None:
+    config = session.config
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    if _is_xdist_controller(config):
+        _finish_shared_run(config, interrupted)
         return
-    s.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
-    out = session.config.getoption("--harness-report")
-    if out:
-        write_report(s.store.path, out, baselines=s.baselines_path)
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
     s = config.stash.get(_SESSION_KEY, None)
     if s is None:
         return
+    s.finish_note = s.finish(interrupted=interrupted)
+    out = config.getoption("--harness-report")
+    if out and not hasattr(config, "workerinput"):
+        write_report(s.store.spec, out, baselines=s.baselines_path)
+
+
+def _finish_shared_run(config, interrupted: bool) -> None:
+    """xdist controller: every worker is done; the shared run becomes final now.
+    A worker that lost the store has already marked it interrupted: kept."""
+    run = config.stash[_RUN_KEY]
+    spec = _store_spec(config)
+    if "://" not in spec and not os.path.isfile(spec):
+        return  # no case ran: no store, no run
+    try:
+        store = Store(spec, create=False)
+    except UserError as exc:
+        run["note"] = str(exc)
+        return
+    try:
+        status = "interrupted" if interrupted or run["failed_nodes"] else "finished"
+        current = next((r["status"] for r in store.runs() if r["run_id"] == run["run_id"]), None)
+        if current == "running":
+            store.finish_run(run["run_id"], status)
+        run["status"], run["results"] = current and (status if current == "running" else current), \
+            store.count(run["run_id"])
+    except UserError as exc:
+        run["note"] = str(exc)
+    finally:
+        store.close()
+    out = config.getoption("--harness-report")
+    if out and run.get("status"):
+        write_report(spec, out, baselines=_baselines_path(config))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr = terminalreporter
+    out = config.getoption("--harness-report")
+    if _is_xdist_controller(config):
+        run = config.stash[_RUN_KEY]
+        tr.write_sep("-", "harness")
+        workers = getattr(config.option, "numprocesses", None)
+        tr.write_line(f"run {run['run_id']} ({workers} workers): {run.get('status') or 'no case stored'}, "
+                      f"{run.get('results', 0)} results")
+        tr.write_line(f"results: {_where(_store_spec(config))}")
+        if run.get("note"):
+            tr.write_line(run["note"])
+        if out and run.get("status"):
+            tr.write_line(f"report:  {os.path.abspath(out)}")
+        return
+    s = config.stash.get(_SESSION_KEY, None)
+    if s is None:
+        return
     tr.write_sep("-", "harness")
     tr.write_line(f"run {s.run_id}: " + ", ".join(f"{v} {k}" for k, v in s.status.items()))
-    tr.write_line(f"results: {os.path.abspath(s.store.path)}")
-    out = config.getoption("--harness-report")
+    tr.write_line(f"results: {_where(s.store.spec)}")
+    if s.lost:
+        tr.write_line(f"the results database went away: {s.lost}")
+    if getattr(s, "finish_note", None):
+        tr.write_line(s.finish_note)
     if out:
         tr.write_line(f"report:  {os.path.abspath(out)}")

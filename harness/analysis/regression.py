@@ -224,9 +224,12 @@ def evaluate(history: History, *, candidate_runs: list[str] | None = None, basel
         notes.append(f"not used as baseline (interrupted or unfinished): {', '.join(excluded)}")
     by_identity: dict[str, list[Result]] = defaultdict(list)
     by_case: dict[tuple, Result] = {}
+    def ident(r: Result) -> tuple:  # CPU figures of N parallel workers meet only figures of N workers
+        return r.identity_key, history.cpu_workers(r)
+
     for r in sorted(pool, key=lambda r: (run_order(runs.get(r.run_id, {})), r.created_at)):
         if _clean(r, runs):
-            by_identity[r.identity_key].append(r)
+            by_identity[ident(r)].append(r)
             by_case[(r.model, r.case)] = r
     gated_stages = {METRIC_STAGE[m] for m in metrics}
     comparisons, missing_base, seen = [], [], set()
@@ -235,12 +238,15 @@ def evaluate(history: History, *, candidate_runs: list[str] | None = None, basel
             continue
         if cand.status not in ("passed", "failed"):
             continue  # skipped / errored: reported as missing below when history had it
-        seen.add(cand.identity_key)
-        base = by_identity.get(cand.identity_key, [])[-depth:]
+        seen.add(ident(cand))
+        base = by_identity.get(ident(cand), [])[-depth:]
         if not base:
             older = by_case.get((cand.model, cand.case))
             why = f"identity differs from the newest clean result: {_differs(cand, older)}" if older \
                 else "no clean earlier result"
+            if older and not _differs(cand, older):
+                why = (f"measured by {history.cpu_workers(cand)} workers sharing the CPU; history has only "
+                       f"{history.cpu_workers(older)}-worker figures: not comparable")
             missing_base.append(f"{cand.model} {cand.case}: {why}")
             continue
         for m in metrics:

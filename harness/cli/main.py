@@ -7,6 +7,7 @@ Exit codes: :class:`harness.errors.ExitCode`, the one table every command uses.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import pytest
@@ -17,12 +18,18 @@ from harness.config.baselines import load_baselines, locate_baselines
 from harness.config.suite import find_suites
 from harness.errors import ExitCode, UserError
 from harness.plan import build_plan, read_suite, validate_suite
+from harness.results.db import ENV_VAR, is_url
+from harness.results.store import Store
 
 
 def _cmd_run(args) -> int:
     paths = args.paths or ["suites"]
     for p in find_suites(paths):  # fail fast, without a traceback, on a bad suite
         validate_suite(read_suite(p))
+    spec = args.store or os.environ.get(ENV_VAR)
+    if spec and is_url(spec):
+        # an unreachable server or refused credentials: exit 3 before anything runs or is recorded
+        Store(spec).close()
     argv = [*paths, "-p", "harness.plugin", "-rs" if args.verbose else "-q", "--no-header"]
     if args.markers:
         argv += ["-m", args.markers]
@@ -63,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("paths", nargs="*", help="suite folders or files (default: suites)")
     run.add_argument("-m", dest="markers", default=None,
                      help="pytest marker expression: cpu, gpu, ascend310p, throughput, 'cpu and parity' ...")
-    run.add_argument("--store", help="results store (default $HARNESS_STORE or .harness/results.sqlite)")
+    run.add_argument("--store", help="results store: an SQLite file or postgresql://USER@HOST:PORT/DB "
+                                     "(default $HARNESS_STORE or .harness/results.sqlite)")
     run.add_argument("--cache", help="artifact cache (default $HARNESS_CACHE or .harness/cache)")
     run.add_argument("--baselines", help="baselines file (default baselines.yaml if present)")
     run.add_argument("--report", help="write the HTML report here at the end")

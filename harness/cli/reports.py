@@ -26,8 +26,8 @@ from harness.results.history import load_history
 from harness.results.interchange import to_dataframe, write_pytest_benchmark
 from harness.results.store import default_path
 
-STORE_HELP = "results store; repeat to read several (e.g. one per device host). Default $HARNESS_STORE or " \
-             ".harness/results.sqlite"
+STORE_HELP = "results store: an SQLite file or postgresql://USER@HOST:PORT/DB; repeat to read several " \
+             "(e.g. one per device host). Default $HARNESS_STORE or .harness/results.sqlite"
 EXIT_CODES = f"""exit codes:
   {ExitCode.OK:d}  pass
   {ExitCode.FAILED:d}  regression: a metric got significantly worse past its threshold, or a measured claim failed
@@ -200,7 +200,8 @@ def register(sub) -> None:
                     "per device, best batch, cross-device ratios and claims, export parity, gate verdicts,\n"
                     "the history of each metric over runs, and the environment.\n\n"
                     "example:\n  harness report --store .harness/results.sqlite --out report.html")
-    rep.add_argument("--store", help="results store (default $HARNESS_STORE or .harness/results.sqlite)")
+    rep.add_argument("--store", help="results store: an SQLite file or postgresql://USER@HOST:PORT/DB "
+                                     "(default $HARNESS_STORE or .harness/results.sqlite)")
     rep.add_argument("--baselines", help="baselines file (default baselines.yaml if present)")
     rep.add_argument("--out", default="report.html", help="output file (default report.html)")
     rep.add_argument("--run", help="show only this run's results (default: newest result of each case)")

@@ -15,7 +15,8 @@ from harness.results.store import Store
 from harness.runners import devices
 from harness.vocab import NPU_FAMILIES
 
-STORE_HELP = "results store (default $HARNESS_STORE or .harness/results.sqlite)"
+STORE_HELP = ("results store: an SQLite file or postgresql://USER@HOST:PORT/DB "
+              "(default $HARNESS_STORE or .harness/results.sqlite)")
 
 
 def _cmd_import(args) -> int:
@@ -53,7 +54,7 @@ def _cmd_import(args) -> int:
 
 
 def _cmd_bundle(args) -> int:
-    store = Store(args.store, create=False)
+    store = Store(args.store, read_only=True)
     try:
         out = write_bundle(store, args.out)
     finally:
@@ -69,7 +70,7 @@ def _cmd_claims(args) -> int:
     bf = load_baselines(p)
     verdicts = evaluate_published(bf) if args.published or args.published_only else []
     if not args.published_only:
-        store = Store(args.store, create=False)
+        store = Store(args.store, read_only=True)
         try:
             verdicts = evaluate_claims(store.results(), bf.claims) + verdicts
         finally:

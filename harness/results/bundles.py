@@ -110,7 +110,7 @@ def merge_store(store: Store, other: str | Path) -> ImportReport:
     other = Path(other)
     if store.path is not None and other.resolve() == store.path.resolve():
         raise UserError("cannot import a store into itself", path=other)
-    src = Store(other, create=False)
+    src = Store(other, read_only=True)
     try:
         doc = bundle(src)
     finally:

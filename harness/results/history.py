@@ -37,6 +37,14 @@ class History:
                             fix="pass a run id (or a unique prefix) from `harness compare --list`")
         return hits[0]
 
+    def cpu_workers(self, r: Result) -> int:
+        """How many processes shared the CPU while `r` was measured: a CPU figure
+        measured beside other workers is comparable only with figures measured
+        with as many (accelerators: each worker has its own device, always 1)."""
+        if r.device != "cpu":
+            return 1
+        return int(((self.runs.get(r.run_id) or {}).get("env") or {}).get("workers") or 1)
+
     def newest_per_host(self) -> list[str]:
         """The newest run of each host: tonight's candidates when one job ran per device host."""
         newest: dict[str, dict] = {}

@@ -36,6 +36,9 @@ class Result:
     # The documented figure this result was held against, with its source and verdict.
     baseline: dict | None = None
     run_id: str | None = None
+    # which device of its family the case ran on (the runtime's index: npu-smi
+    # row, nvidia-smi number); None on the CPU and in stores written before
+    device_index: int | None = None
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def __post_init__(self):
