@@ -283,9 +283,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.write_sep("-", "harness")
     tr.write_line(f"run {s.run_id}: " + ", ".join(f"{v} {k}" for k, v in s.status.items()))
     tr.write_line(f"results: {_where(s.store.spec)}")
-    if s.lost:
-        tr.write_line(f"the results database went away: {s.lost}")
     if getattr(s, "finish_note", None):
         tr.write_line(s.finish_note)
+    elif s.lost:
+        tr.write_line(f"the results database went away mid-run: run {s.run_id} marked interrupted; "
+                      "the results stored before stay stored")
     if out:
         tr.write_line(f"report:  {os.path.abspath(out)}")

@@ -50,11 +50,19 @@ class PgServer:
         if self.as_root:
             shutil.chown(self.root, "nobody")
 
-    def _run(self, *args, check=True):
+    def command(self, *args) -> list[str]:
         cmd = [str(self.bin / args[0]), *map(str, args[1:])]
-        if self.as_root:
-            cmd = ["runuser", "-u", "nobody", "--", *cmd]
-        return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=120)
+        return ["runuser", "-u", "nobody", "--", *cmd] if self.as_root else cmd
+
+    def _run(self, *args, check=True):
+        return subprocess.run(self.command(*args), capture_output=True, text=True, check=check, timeout=120)
+
+    def start_command(self) -> list[str]:
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        return self.command("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o", opts, "start")
+
+    def stop_command(self, mode: str = "fast") -> list[str]:
+        return self.command("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
 
     def start(self) -> "PgServer":
         pwfile = self.root / "pw"
@@ -68,11 +76,10 @@ class PgServer:
         return self
 
     def resume(self) -> None:
-        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        self._run("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o", opts, "start")
+        subprocess.run(self.start_command(), capture_output=True, text=True, check=True, timeout=120)
 
     def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop", check=False)
+        subprocess.run(self.stop_command(mode), capture_output=True, text=True, timeout=120)
 
     def destroy(self) -> None:
         self.stop("immediate")
