@@ -72,9 +72,9 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_gate(args) -> int:
-    history = load_history(args.store)
-    cands = [history.resolve_run(r) for r in args.run] if args.run else None
-    out = evaluate(history, candidate_runs=cands, metrics=args.metric or _default_metrics(),
+    # only the candidate runs and the newest --history clean results of each identity are read
+    history = load_history(args.store, gate_depth=args.history, candidates=args.run)
+    out = evaluate(history, candidate_runs=history.candidates, metrics=args.metric or _default_metrics(),
                    thresholds=_thresholds(args), depth=args.history, models=args.model, devices=args.device)
     bf = _baselines(args)
     out.claims, note = evaluate_claims(history, out.candidate_runs, bf)

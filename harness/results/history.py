@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ class History:
     runs: dict[str, dict]
     results: list[Result]
     paths: list  # the stores read: Paths, or redacted database URLs
+    candidates: list[str] | None = None  # load_history(gate_depth=...): the candidate runs it resolved
 
     def run_results(self, run_ids) -> list[Result]:
         ids = set(run_ids)
@@ -70,20 +72,40 @@ def _spec(p):
     return s if "://" in s else Path(s)
 
 
-def load_history(paths) -> History:
-    """Everything in the given stores (paths or database URLs)."""
+_SPARE = 3  # records read beyond `depth` per identity, for results the gate skips (truncated)
+
+
+def load_history(paths, *, gate_depth: int | None = None, candidates: list[str] | None = None) -> History:
+    """The runs and results of the given stores (paths or database URLs).
+
+    With `gate_depth`, only what the history gate reads: every result of the
+    candidate runs (`candidates`: run ids, prefixes or 'latest'; default the
+    newest run of each host), and from earlier runs the newest `gate_depth`
+    clean results of each identity (per CPU worker count), plus the results of
+    earlier unfinished runs (the gate names those). Which rows those are is
+    decided from the indexed columns; only their records are parsed.
+    """
     specs = [_spec(p) for p in (paths or [default_path()])]
+    shown = [redact(p) if isinstance(p, str) else p for p in specs]
     runs: dict[str, dict] = {}
-    results, seen = [], set()
-    for p in specs:
-        where = redact(p) if isinstance(p, str) else p
-        store = Store(p, read_only=True)
-        try:
-            for run in store.runs():
-                if run["run_id"] not in runs:
-                    run["_seq"] = len(runs)
-                    runs[run["run_id"]] = run
-            for r in store.results():
+    stores = []
+    try:
+        for p in specs:
+            stores.append(Store(p, read_only=True))
+            with _reading(p):
+                for run in stores[-1].runs():
+                    if run["run_id"] not in runs:
+                        run["_seq"] = len(runs)
+                        runs[run["run_id"]] = run
+        history = History(runs, [], shown)
+        if gate_depth is not None:
+            history.candidates = ([history.resolve_run(r) for r in candidates] if candidates
+                                  else history.newest_per_host())
+        seen = set()
+        for p, store in zip(specs, stores):
+            with _reading(p):
+                rs = store.results() if gate_depth is None else _gate_records(store, history, gate_depth)
+            for r in rs:
                 if r.metrics.get("origin") == "published":
                     # documents' figures imported with `harness import --published`:
                     # baselines.yaml already supplies them, and they are no measurement
@@ -91,12 +113,53 @@ def load_history(paths) -> History:
                 key = (r.run_id, r.case, r.model, r.created_at)
                 if key not in seen:  # the same run merged into two stores counts once
                     seen.add(key)
-                    results.append(r)
-        except Exception as exc:
-            raise UserError(f"cannot read results ({type(exc).__name__}: {redact_text(str(exc), p)})", path=where,
-                            fix="the store may be damaged or the server gone; it was left untouched") from None
-        finally:
+                    history.results.append(r)
+    finally:
+        for store in stores:
             store.close()
-    return History(runs, results, [redact(p) if isinstance(p, str) else p for p in specs])
+    return history
 
 
+class _reading:
+    """Any failure while reading a store: one UserError naming it (password masked)."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or isinstance(exc, UserError):
+            return False
+        where = redact(self.spec) if isinstance(self.spec, str) else self.spec
+        raise UserError(f"cannot read results ({kind.__name__}: {redact_text(str(exc), self.spec)})", path=where,
+                        fix="the store may be damaged or the server gone; it was left untouched") from None
+
+
+def _gate_records(store: Store, history: History, depth: int) -> list[Result]:
+    runs, cands = history.runs, set(history.candidates or [])
+    start = min((run_order(runs[c]) for c in cands if c in runs), default=("", 0))
+    keep: set[int] = set()
+    groups: dict[tuple, list] = defaultdict(list)
+    for rid_, run_id, ikey, status, device in store.index_rows():
+        run = runs.get(run_id)
+        if run_id in cands:
+            keep.add(rid_)
+        elif run is None or run_order(run) >= start:
+            continue  # never in the gate's pool
+        elif run.get("status") != "finished":
+            keep.add(rid_)  # never a reference, but the gate says which runs it left out
+        elif status == "passed":
+            workers = int((run.get("env") or {}).get("workers") or 1) if device == "cpu" else 1
+            groups[(ikey, workers)].append((run_order(run), rid_))
+    for g in groups.values():
+        g.sort(reverse=True)
+        keep.update(i for _, i in g[:depth + _SPARE])
+    records = store.records(keep)
+    # a group whose newest rows hold too many truncated results: read the rest of it
+    truncated = {r.run_id for r in records if r.metrics.get("truncated")}
+    if truncated:
+        more = {i for g in groups.values() if len(g) > depth + _SPARE for _, i in g[depth + _SPARE:]}
+        records = store.records(keep | more)
+    return records

@@ -13,6 +13,7 @@ handling live in :mod:`harness.results.db`.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import uuid
 from datetime import datetime, timezone
@@ -91,10 +92,11 @@ class Store:
                 self._retry(self._wal)
         except UserError:
             raise
-        except sa.exc.OperationalError as exc:
+        except (sa.exc.OperationalError, sqlite3.OperationalError) as exc:
             if self.is_postgres:
                 raise db.connect_error(self.url, exc, self.spec) from None
-            raise UserError(f"not a results store ({exc.orig})", path=self.path, fix=_NOT_A_STORE_FIX) from None
+            raise UserError(f"cannot open the results store ({getattr(exc, 'orig', exc)})", path=self.path,
+                            fix="another process may hold it locked for long; retry, or check the file") from None
         except sa.exc.DatabaseError as exc:
             raise UserError(f"not a results store ({db.redact_text(str(exc.orig), self.spec)})",
                             path=self.location, fix=_NOT_A_STORE_FIX) from None
@@ -119,10 +121,11 @@ class Store:
         for i in range(attempts):
             try:
                 return fn()
-            except sa.exc.OperationalError as exc:
+            except (sa.exc.OperationalError, sqlite3.OperationalError) as exc:
                 if self.is_postgres:
                     raise  # pool_pre_ping already replaced stale connections
-                if "locked" not in str(exc.orig) and "busy" not in str(exc.orig) or i == attempts - 1:
+                why = str(getattr(exc, "orig", exc))
+                if "locked" not in why and "busy" not in why or i == attempts - 1:
                     raise
                 time.sleep(0.05 * 2 ** i)
         return None
@@ -202,18 +205,24 @@ class Store:
 
     # -- results ------------------------------------------------------------
     def add(self, result: Result) -> None:
-        if not result.run_id:
-            raise ValueError("result has no run_id")
-        row = dict(run_id=result.run_id, model=result.model, case_name=result.case, stage=result.stage,
-                   status=result.status, device=result.device, batch_size=result.batch_size,
-                   identity_key=result.identity_key, created_at=result.created_at,
-                   record=json.dumps(result.to_dict(), default=str))
+        row = _row(result)
 
         def insert():
             with self.engine.begin() as conn:  # one transaction per result: a kill loses at most the one in flight
                 conn.execute(results_t.insert().values(**row))
         self._write(insert)
         self.stored += 1
+
+    def add_many(self, results: list[Result]) -> None:
+        """Results measured elsewhere (imports, generated histories), in one transaction."""
+        rows = [_row(r) for r in results]
+
+        def insert():
+            with self.engine.begin() as conn:
+                conn.execute(results_t.insert(), rows)
+        if rows:
+            self._write(insert)
+            self.stored += len(rows)
 
     def results(self, run_id: str | None = None, model: str | None = None, *,
                 run_ids=None, stages=None) -> list[Result]:
@@ -232,6 +241,23 @@ class Store:
         with self.engine.connect() as conn:
             return [Result(**json.loads(rec)) for (rec,) in conn.execute(q)]
 
+    def index_rows(self) -> list[tuple]:
+        """(id, run_id, identity_key, status, device) of every result, from the
+        columns alone (no JSON): enough to pick which records a command needs."""
+        c = results_t.c
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.select(c.id, c.run_id, c.identity_key, c.status, c.device))]
+
+    def records(self, ids) -> list[Result]:
+        """The results of these row ids, in store order."""
+        ids, out = sorted(ids), []
+        c = results_t.c
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                q = sa.select(c.record).where(c.id.in_(ids[i:i + 500])).order_by(c.id)
+                out += [Result(**json.loads(rec)) for (rec,) in conn.execute(q)]
+        return out
+
     def count(self, run_id: str | None = None) -> int:
         q = sa.select(sa.func.count()).select_from(results_t)
         if run_id:
@@ -245,6 +271,15 @@ class Store:
         for r in self.results():
             latest[(r.model, r.case)] = r
         return list(latest.values())
+
+
+def _row(result: Result) -> dict:
+    if not result.run_id:
+        raise ValueError("result has no run_id")
+    return dict(run_id=result.run_id, model=result.model, case_name=result.case, stage=result.stage,
+                status=result.status, device=result.device, batch_size=result.batch_size,
+                identity_key=result.identity_key, created_at=result.created_at,
+                record=json.dumps(result.to_dict(), default=str))
 
 
 def _now(timespec: str = "seconds") -> str:
