@@ -1,6 +1,7 @@
 """A year of a team's nightly runs: how long do `harness gate`, `report`, `readme` take?
 
-    python benchmarks/history_scale.py [--runs 365] [--samples 30] [--url postgresql://...] [--skip-postgres]
+    python benchmarks/history_scale.py [--runs 365] [--samples 30] [--repeat 3] [--url postgresql://...]
+                                       [--skip-postgres] [--skip-sqlite]
 
 Generates `--runs` runs x 3 models x 5 devices x 6 batch sizes x 2 stages
 (throughput with `--samples` per-iteration latencies each, and accuracy):
@@ -8,7 +9,8 @@ Generates `--runs` runs x 3 models x 5 devices x 6 batch sizes x 2 stages
 (tests/report_fixtures.py); they are written once per back end (SQLite file;
 PostgreSQL at --url, or a throwaway server started here), then each command
 runs as a user runs it (`python -m harness ...`, a new process, wall time
-including start-up). Targets: gate < 5 s, report < 15 s. Prints figures,
+including start-up), `--repeat` times (median and best are printed: on a
+shared host the spread is the other users' load). Targets: gate < 5 s, report < 15 s. Prints figures,
 asserts nothing.
 """
 
@@ -83,8 +85,12 @@ def bench(name: str, spec: str, a, work: Path) -> None:
                                     "--out", str(work / f"report-{name}.html")]),
                         ("readme", ["readme", str(readme), "--store", spec,
                                     "--baselines", str(REPO / "baselines.yaml")])):
-        secs, rc, last = timed(args, work)
-        print(f"  harness {label:7} {secs:6.2f} s  (exit {rc}: {last[0][:100] if last else ''})")
+        times = []
+        for _ in range(a.repeat):
+            secs, rc, last = timed(args, work)
+            times.append(secs)
+        print(f"  harness {label:7} median {sorted(times)[len(times) // 2]:6.2f} s, best {min(times):6.2f} s "
+              f"of {a.repeat} ({' '.join(f'{t:.2f}' for t in times)})  exit {rc}: {last[0][:90] if last else ''}")
 
 
 def main() -> int:
@@ -94,6 +100,7 @@ def main() -> int:
     ap.add_argument("--url", help="an empty PostgreSQL database (default: start a throwaway server)")
     ap.add_argument("--skip-postgres", action="store_true")
     ap.add_argument("--skip-sqlite", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3, help="time each command this many times")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="history-scale-"))
     print(f"{a.runs} runs x {len(MODELS)} models x 5 devices x 6 batch sizes x 2 stages; "

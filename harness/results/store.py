@@ -21,6 +21,18 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+try:  # records are parsed by the tens of thousands for reports: orjson where installed (3-4x faster)
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - the standard library's parser reads the same JSON
+    _fast_loads = json.loads
+
+
+def _loads(text):
+    try:
+        return _fast_loads(text)
+    except ValueError:  # NaN / Infinity, which json.dumps writes and orjson refuses
+        return json.loads(text)
+
 from harness.errors import UserError
 from harness.results import Result
 from harness.results import db
@@ -239,7 +251,7 @@ class Store:
         if stages is not None:
             q = q.where(c.stage.in_(list(stages)))
         with self.engine.connect() as conn:
-            return [Result(**json.loads(rec)) for (rec,) in conn.execute(q)]
+            return [Result(**_loads(rec)) for (rec,) in conn.execute(q)]
 
     def index_rows(self) -> list[tuple]:
         """(id, run_id, identity_key, status, device) of every result, from the
@@ -255,7 +267,7 @@ class Store:
         with self.engine.connect() as conn:
             for i in range(0, len(ids), 500):
                 q = sa.select(c.record).where(c.id.in_(ids[i:i + 500])).order_by(c.id)
-                out += [Result(**json.loads(rec)) for (rec,) in conn.execute(q)]
+                out += [Result(**_loads(rec)) for (rec,) in conn.execute(q)]
         return out
 
     def count(self, run_id: str | None = None) -> int:
