@@ -156,6 +156,11 @@ def sqlite_engine(path: Path, *, read_only: bool) -> sa.Engine:
 
 
 def pg_engine(url: sa.URL, *, read_only: bool) -> sa.Engine:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise UserError(f"a PostgreSQL store ({where(url)}) needs psycopg 3, which is not installed",
+                        fix="pip install 'modelzoo-harness[team]' (or: pip install 'psycopg[binary]')") from None
     args = {"connect_timeout": 10, "application_name": "harness"}
     if read_only:
         args["options"] = "-c default_transaction_read_only=on"
