@@ -91,7 +91,7 @@ def pytest_testnodedown(node, error):
 def pytest_xdist_auto_num_workers(config):
     """`-n auto` with -m naming accelerator families: one worker per device of them."""
     expr = config.getoption("markexpr", "") or ""
-    fams = [d.name for d in DEVICE_FAMILIES if d.name != "cpu" and d.name in expr.replace("(", " ").split()]
+    fams = [d.name for d in DEVICE_FAMILIES if d.detector != "host" and d.name in expr.replace("(", " ").split()]
     n = devices.device_count(fams) if fams else 0
     return n or None
 

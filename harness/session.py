@@ -19,6 +19,7 @@ from harness.results import Result, provenance
 from harness.results.store import Store, StoreUnavailable
 from harness.runners import devices, get_runner_class
 from harness.stages import Case, StageContext, get_stage
+from harness.vocab import HOST_DEVICE
 
 
 def _why_absent(family: str) -> str:
@@ -61,7 +62,7 @@ class HarnessSession:
                      artifact_format=case.format, preprocessing=self.context.recipe(case.suite).identity)
         if case.target is not None:
             res.target, res.runner, res.precision = case.target.name, case.target.runner, case.target.precision
-            if case.device != "cpu":
+            if case.device != HOST_DEVICE:
                 res.device_index = self.pinned.get(case.device, case.target.device_id)
         try:
             report = devices.detect()

@@ -10,6 +10,7 @@ from harness.errors import UserError
 from harness.results.record import Result
 from harness.results.db import redact_text
 from harness.results.store import Store, default_path, redact
+from harness.vocab import HOST_DEVICE
 
 
 @dataclass
@@ -43,7 +44,7 @@ class History:
         """How many processes shared the CPU while `r` was measured: a CPU figure
         measured beside other workers is comparable only with figures measured
         with as many (accelerators: each worker has its own device, always 1)."""
-        if r.device != "cpu":
+        if r.device != HOST_DEVICE:
             return 1
         return int(((self.runs.get(r.run_id) or {}).get("env") or {}).get("workers") or 1)
 
@@ -151,7 +152,7 @@ def _gate_records(store: Store, history: History, depth: int) -> list[Result]:
         elif run.get("status") != "finished":
             keep.add(rid_)  # never a reference, but the gate says which runs it left out
         elif status == "passed":
-            workers = int((run.get("env") or {}).get("workers") or 1) if device == "cpu" else 1
+            workers = int((run.get("env") or {}).get("workers") or 1) if device == HOST_DEVICE else 1
             groups[(ikey, workers)].append((run_order(run), rid_))
     for g in groups.values():
         g.sort(reverse=True)
