@@ -66,7 +66,7 @@ def pytest_configure(config):
         config.stash[_RUN_KEY] = {"run_id": new_run_id(), "failed_nodes": []}
     elif hasattr(config, "workerinput"):
         # each xdist worker gets its own device now, before any framework starts
-        config.stash[_PIN_KEY] = devices.pin_worker(_worker(config)[1])
+        config.stash[_PIN_KEY] = devices.pin_worker(_worker(config)[1], families=_selected_families(config))
 
 
 # -- pytest-xdist: one run, one device per worker ------------------------------
@@ -90,10 +90,15 @@ def pytest_testnodedown(node, error):
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config):
     """`-n auto` with -m naming accelerator families: one worker per device of them."""
-    expr = config.getoption("markexpr", "") or ""
-    fams = [d.name for d in DEVICE_FAMILIES if d.detector != "host" and d.name in expr.replace("(", " ").split()]
+    fams = _selected_families(config)
     n = devices.device_count(fams) if fams else 0
     return n or None
+
+
+def _selected_families(config) -> list[str]:
+    """The accelerator families the -m expression names."""
+    words = (config.getoption("markexpr", "") or "").replace("(", " ").replace(")", " ").split()
+    return [d.name for d in DEVICE_FAMILIES if d.detector != "host" and d.name in words]
 
 
 def _worker(config) -> tuple[str | None, int, int]:

@@ -311,6 +311,9 @@ def test_worker_device_pinning():
     assert {e["ASCEND_DEVICE_ID"] for e in envs} == {"0"}
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0", "1", "0"]
     assert pins[2] == {"ascend310p": 2, "gpu": 0}
+    mixed = DeviceReport(npu=NpuInfo(chips=["310", "310P3", "310", "310P3"]))
+    assert [pin_worker(w, mixed, environ={}, families=["ascend310p"]) for w in range(3)] == \
+        [{"ascend310p": 1}, {"ascend310p": 3}, {"ascend310p": 1}]  # only the cards -m selects
     narrowed = {"ASCEND_RT_VISIBLE_DEVICES": "4,6"}  # a host already limited to two cards
     assert pin_worker(1, DeviceReport(npu=NpuInfo(chips=["310P3"] * 8)), environ=narrowed) == {"ascend310p": 6}
 
@@ -329,3 +332,23 @@ def test_multi_worker_cpu_figures_are_not_held_against_single_worker_history(sto
     out = evaluate(load_history([store_spec]), candidate_runs=[rid])
     assert {c.device for c in out.comparisons} == {"ascend310"}  # each worker had its own NPU: compared
     assert any("2 workers sharing the CPU" in m and "not comparable" in m for m in out.missing_baseline)
+
+
+def test_n_auto_starts_one_worker_per_device_of_the_selected_families(monkeypatch):
+    from harness import plugin
+    from harness.runners import devices
+    from harness.runners.devices import DeviceReport, GpuInfo, NpuInfo
+
+    rep = DeviceReport(npu=NpuInfo(chips=["310P3", "310P3", "310P3", "310"]), gpus=[GpuInfo(0, "T4")])
+    monkeypatch.setattr(devices, "detect", lambda: rep)
+
+    class Config:
+        def __init__(self, expr):
+            self.expr = expr
+
+        def getoption(self, name, default=None):
+            return self.expr
+
+    assert plugin.pytest_xdist_auto_num_workers(Config("ascend310p and throughput")) == 3
+    assert plugin.pytest_xdist_auto_num_workers(Config("ascend310 or gpu")) == 2
+    assert plugin.pytest_xdist_auto_num_workers(Config("cpu")) is None  # xdist's default: one per core

@@ -358,19 +358,21 @@ def _visible(environ, var: str, found: list[int]) -> list[int]:
     return given or found
 
 
-def pin_worker(worker: int, report: DeviceReport | None = None, environ=None) -> dict[str, int]:
+def pin_worker(worker: int, report: DeviceReport | None = None, environ=None, families=None) -> dict[str, int]:
     """Give pytest-xdist worker number `worker` its own device: NPUs by
     ASCEND_RT_VISIBLE_DEVICES (the runtime then shows that one device as
     logical 0, hence ASCEND_DEVICE_ID=0), GPUs by CUDA_VISIBLE_DEVICES. Set in
     `environ` (default os.environ) before any framework starts; returns
     {family: device index} for the results. Indices are the runtime's: NPUs in
     `npu-smi info` row order, GPUs as nvidia-smi numbers them. With more
-    workers than devices, workers share devices round-robin."""
+    workers than devices, workers share devices round-robin. `families`: only
+    devices of these (the ones `-m` selects); default every family present."""
     rep = report or detect()
     env = os.environ if environ is None else environ
     pinned: dict[str, int] = {}
     if rep.npu is not None and rep.npu.chips:
-        ids = _visible(env, "ASCEND_RT_VISIBLE_DEVICES", list(range(rep.npu.count)))
+        mine = [i for i, c in enumerate(rep.npu.chips) if not families or family_of_chip(c) in families]
+        ids = _visible(env, "ASCEND_RT_VISIBLE_DEVICES", mine or list(range(rep.npu.count)))
         idx = ids[worker % len(ids)]
         env["ASCEND_RT_VISIBLE_DEVICES"] = str(idx)
         env["ASCEND_DEVICE_ID"] = "0"
@@ -378,7 +380,7 @@ def pin_worker(worker: int, report: DeviceReport | None = None, environ=None) ->
         fam = family_of_chip(chip)
         if fam:
             pinned[fam] = idx
-    if rep.gpus:
+    if rep.gpus and (not families or "gpu" in families or not pinned):
         ids = _visible(env, "CUDA_VISIBLE_DEVICES", [g.index for g in rep.gpus])
         idx = ids[worker % len(ids)]
         env["CUDA_VISIBLE_DEVICES"] = str(idx)
