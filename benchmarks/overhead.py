@@ -74,7 +74,9 @@ def main() -> int:
         sess.run(None, {name: x})
         # at least 10 iterations a round: with fewer, one slow iteration decides the ratio
         n = max(10, int(args.seconds / (time.perf_counter() - t0)))
-        cfg = TimingConfig(warmup=0, min_iterations=n, min_duration_s=0)
+        # one repetition of n iterations, as the raw loop: the timing loop's own cost is measured
+        cfg = TimingConfig(warmup=0, min_iterations=n, min_duration_s=0, repetitions=1, max_repetitions=1,
+                           min_repetition_s=0)
         raw, har = [], []
         for r in range(args.rounds):
             # alternate which goes first so drift (thermal, other load) hits both alike
@@ -94,8 +96,9 @@ def main() -> int:
 
     null = NullRunner("cpu")
     null.load(None, (1, 3, 8, 8))
-    t = measure(null, np.zeros((1, 3, 8, 8), np.float32), TimingConfig(warmup=100, min_iterations=100000,
-                                                                      min_duration_s=0))
+    t = measure(null, np.zeros((1, 3, 8, 8), np.float32),
+                TimingConfig(warmup=100, warmup_max_s=0, min_iterations=100000, min_duration_s=0, repetitions=1,
+                             max_repetitions=1, min_repetition_s=0))
     print(f"null runner: {t.latency_ms_mean * 1e3:.2f} us per timed iteration (the loop's own cost)")
     worst = min(medians)
     print(f"lowest median ratio {worst:.4f} (target >= 0.98): {'OK' if worst >= 0.98 else 'BELOW TARGET'}; "

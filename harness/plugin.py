@@ -287,6 +287,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     tr.write_sep("-", "harness")
     tr.write_line(f"run {s.run_id}: " + ", ".join(f"{v} {k}" for k, v in s.status.items()))
+    timed = [r for r in s.results if r.stage == "throughput" and r.status in ("passed", "failed")]
+    if timed:  # value +- the 95% interval over repetitions; contended ones say so
+        tr.write_line("throughput (median ± 95% CI over repetitions):")
+        for r in timed:
+            tr.write_line(f"  {r.model} {r.case}: {r.reason}")
     tr.write_line(f"results: {_where(s.store.spec)}")
     if getattr(s, "finish_note", None):
         tr.write_line(s.finish_note)

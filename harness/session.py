@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness.config.baselines import load_baselines
 from harness.errors import CaseFailed, CaseSkipped, UserError
-from harness.models.cache import ArtifactCache
+from harness.models.cache import ArtifactCache, sha256_file
 from harness.models.provider import ModelProvider
 from harness.results import Result, provenance
 from harness.results.store import Store, StoreUnavailable
@@ -50,6 +50,13 @@ class HarnessSession:
         self.context = StageContext(models, baselines=baselines_file, baselines_path=self.baselines_path,
                                     timing_override=timing_override)
         self.status = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
+        self._suite_hashes: dict = {}
+        self.results: list[Result] = []
+
+    def _suite_sha256(self, path) -> str | None:
+        if path not in self._suite_hashes:
+            self._suite_hashes[path] = sha256_file(path) if path and Path(path).is_file() else None
+        return self._suite_hashes[path]
 
     @property
     def baselines(self):
@@ -60,6 +67,7 @@ class HarnessSession:
         res = Result(model=case.suite.model, case=case.name, stage=case.stage, status="passed",
                      device=case.device, batch_size=case.batch_size, run_id=self.run_id,
                      artifact_format=case.format, preprocessing=self.context.recipe(case.suite).identity)
+        res.input_size, res.suite_sha256 = case.suite.input.size, self._suite_sha256(case.suite.path)
         if case.target is not None:
             res.target, res.runner, res.precision = case.target.name, case.target.runner, case.target.precision
             if case.device != HOST_DEVICE:
@@ -67,11 +75,16 @@ class HarnessSession:
         try:
             report = devices.detect()
             wanted = [m for m in case.markers if m in report.present] or [case.device]
-            if not any(report.present.get(d) for d in wanted):
-                raise CaseSkipped("; ".join(report.why_absent.get(d, f"no {d} on this host") for d in wanted))
+            missing = [] if any(report.present.get(d) for d in wanted) else \
+                [report.why_absent.get(d, f"no {d} on this host") for d in wanted]
             if case.target is not None:
+                runner_cls = get_runner_class(case.target.runner)
                 # known before anything loads, so skipped cases carry it too
-                res.timing_scope = get_runner_class(case.target.runner).timing_scope
+                res.timing_scope = runner_cls.timing_scope
+                why = getattr(runner_cls, "unavailable", lambda _opts: None)(case.target.options)
+                missing += [why] if why else []
+            if missing:
+                raise CaseSkipped("; ".join(missing))
             get_stage(case.stage).run(case, self.context, res)
         except CaseSkipped as exc:
             res.status, res.reason = "skipped", str(exc)
@@ -89,6 +102,7 @@ class HarnessSession:
             self.lost = exc
             raise
         self.status[res.status] += 1
+        self.results.append(res)
         return res
 
     def finish(self, interrupted: bool = False) -> str | None:

@@ -53,6 +53,7 @@ DEVICE_FAMILIES: tuple[DeviceFamily, ...] = (
 DEVICES: dict[str, DeviceFamily] = {d.name: d for d in DEVICE_FAMILIES}
 DEVICE_NAMES: tuple[str, ...] = tuple(DEVICES)
 NPU_FAMILIES: tuple[str, ...] = tuple(d.name for d in DEVICE_FAMILIES if d.detector == "npu-smi")
+GPU_FAMILIES: tuple[str, ...] = tuple(d.name for d in DEVICE_FAMILIES if d.detector == "nvidia-smi")
 #: the family that is always present (exports are made there)
 HOST_DEVICE: str = next(d.name for d in DEVICE_FAMILIES if d.detector == "host")
 

@@ -62,8 +62,10 @@ def color_images(root: Path, per_class: int = 4, seed: int = 0) -> Path:
     return root
 
 
-def toy_top1_baselines(path: Path, value: float, tolerance_abs: float) -> Path:
-    """A baselines file with one top-1 figure, `toy.top1`, for the colour classifier."""
+def toy_top1_baselines(path: Path, value: float, tolerance_abs: float, *, weights: str = "toy",
+                       preprocessing: str = "imagenet_resize256_crop224@32") -> Path:
+    """A baselines file with one top-1 figure, `toy.top1`, for the colour
+    classifier (its weights and preprocessing named, as accuracy verdicts need)."""
     return write(path, f"""\
         schema_version: 1
         baselines:
@@ -73,6 +75,8 @@ def toy_top1_baselines(path: Path, value: float, tolerance_abs: float) -> Path:
             value: {value}
             unit: "%"
             device: cpu
+            weights: {weights}
+            preprocessing: {preprocessing}
             tolerance: {{abs: {tolerance_abs}}}
             source: {{document: test-fixture, section: toy}}
         claims: []

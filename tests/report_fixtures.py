@@ -29,13 +29,15 @@ def env(host: str = "bench-01") -> dict:
 
 
 def throughput_result(run_id, model, device, runner, scope, bs, latencies_s, *, status="passed",
-                      sha="ab" * 32, runner_version="1.0") -> Result:
-    t = summarize(latencies_s, batch_size=bs, timing_scope=scope, warmup_iterations=2)
+                      sha="ab" * 32, runner_version="1.0", reps: int = 3, contended=None) -> Result:
+    """A result whose `reps` repetitions are consecutive slices of `latencies_s`."""
+    chunks = [list(c) for c in np.array_split(np.asarray(latencies_s, dtype=float), reps)]
+    t = summarize(chunks, batch_size=bs, timing_scope=scope, warmup_iterations=2, contended=contended)
     return Result(model=model, case=f"throughput[{device}-{runner}-fp32-bs{bs}]", stage="throughput",
                   status=status, device=device, target=f"{device}-{runner}-fp32", runner=runner,
                   runner_version=runner_version, batch_size=bs, precision="fp32", timing_scope=scope,
                   artifact_sha256=sha, artifact_format="onnx", preprocessing="imagenet-224", run_id=run_id,
-                  metrics=t.as_metrics(), reason=f"{t.throughput_ips:.2f} img/s")
+                  input_size=224, metrics=t.as_metrics(), reason=f"{t.throughput_ips:.2f} img/s")
 
 
 def accuracy_result(run_id, model, top1, top5, n=1000, status="passed") -> Result:

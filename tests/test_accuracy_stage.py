@@ -14,11 +14,11 @@ from tests.conftest import color_classifier, color_images, run_pytest, toy_top1_
 
 pytest.importorskip("onnxruntime")
 
-def _suite(tmp_path, onnx_name):
+def _suite(tmp_path, onnx_name, weights="toy"):
     return write(tmp_path / "suites" / "toy" / "suite.yaml", f"""\
         schema_version: 1
         model: se_resnext50
-        source: {{kind: onnx, path: ../../{onnx_name}, num_classes: 3}}
+        source: {{kind: onnx, path: ../../{onnx_name}, num_classes: 3, weights: {weights}}}
         input: {{size: 32, preprocess: imagenet_resize256_crop224}}
         export: [onnx]
         dataset: {{kind: imagefolder, path: ../../data, num_images: 12}}
@@ -55,6 +55,27 @@ def test_accuracy_stage_known_answers(tmp_path, permute, expect_top1, outcome):
     else:
         assert rec["status"] == "passed"
         assert rec["baseline"]["verdict"] == "pass"
+
+
+@pytest.mark.parametrize("suite_weights, baseline_kw, field", [
+    ("other", {}, "weights other vs toy"),
+    ("toy", {"preprocessing": "modelzoo_seresnext50"}, "preprocessing imagenet_resize256_crop224@32 vs "
+                                                       "modelzoo_seresnext50"),
+    ("null", {}, "weights unknown vs toy"),
+])
+def test_accuracy_is_held_only_against_baselines_of_its_weights_and_preprocessing(tmp_path, suite_weights,
+                                                                                  baseline_kw, field):
+    color_images(tmp_path / "data", per_class=4)
+    color_classifier(tmp_path / "toy.onnx", permute=True)  # top-1 0%: would fail if it were compared
+    toy_top1_baselines(tmp_path / "baselines.yaml", 99.0, 0.5, **baseline_kw)
+    _suite(tmp_path, "toy.onnx", weights=suite_weights)
+    store = tmp_path / "r.sqlite"
+    p = run_pytest(["suites", "-m", "accuracy", "--harness-store", str(store),
+                    "--harness-baselines", str(tmp_path / "baselines.yaml")], cwd=tmp_path)
+    assert "1 passed" in p.stdout, p.stdout + p.stderr
+    [rec] = _records(store)
+    assert rec["baseline"]["verdict"] == "not_comparable"
+    assert field in rec["baseline"]["reason"]
 
 
 def test_accuracy_skips_without_trained_weights(tmp_path):

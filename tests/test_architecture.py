@@ -72,6 +72,7 @@ NOT_A_FAMILY = {
     ("harness/models/weights.py", "cpu"),  # torch.load(map_location="cpu")
     ("harness/results/interchange.py", "cpu"),  # pytest-benchmark's machine_info["cpu"]
     ("harness/runners/devices.py", "gpu"),  # MindSpore's backend plugin file names
+    ("harness/metrics/interference.py", "cpu"),  # the "cpu" lines of /proc/stat
 }
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,9 +26,21 @@ from harness.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = REPO / "baselines.yaml"
-SEEDS = REPO.parent / "shared" / "seeds"
+# In CI the seed documents are checked out at ../shared/seeds; HARNESS_SEEDS
+# points elsewhere. Without them the provenance tests skip on a developer's
+# machine, and FAIL in CI (CI=true), where provenance must be checked.
+SEEDS = Path(os.environ.get("HARNESS_SEEDS") or REPO.parent / "shared" / "seeds")
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
-needs_seeds = pytest.mark.skipif(not SEEDS.is_dir(), reason=f"seed documents not found at {SEEDS}")
+
+@pytest.fixture
+def seeds() -> Path:
+    if not SEEDS.is_dir():
+        if IN_CI:
+            pytest.fail(f"seed documents not found at {SEEDS}: CI must check every baseline's provenance "
+                        f"(check them out at ../shared/seeds or set HARNESS_SEEDS)")
+        pytest.skip(f"seed documents not found at {SEEDS} (set HARNESS_SEEDS; in CI this fails)")
+    return SEEDS
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +78,7 @@ def test_every_model_has_figures(bf):
         assert select(bf, model=model, metric="top1"), model
 
 
-@needs_seeds
-def test_source_documents_exist(bf):
+def test_source_documents_exist(bf, seeds):
     for e in _entries(bf):
         assert (SEEDS / e.source.document).is_file(), f"{e.id}: {e.source.document} not in {SEEDS}"
 
@@ -82,8 +96,7 @@ def _headings(text: str) -> list[str]:
     return out
 
 
-@needs_seeds
-def test_sections_are_heading_paths_of_the_document(bf):
+def test_sections_are_heading_paths_of_the_document(bf, seeds):
     for e in _entries(bf):
         heads = _headings((SEEDS / e.source.document).read_text(encoding="utf-8"))
         pos = -1
@@ -93,19 +106,95 @@ def test_sections_are_heading_paths_of_the_document(bf):
             pos = later[0]
 
 
-@needs_seeds
-def test_quotes_appear_verbatim_and_carry_the_value(bf):
-    """Every figure is in its document: the quote is there, and a number in it
-    (scaled by 1, 100 for fractions, 60 for minutes or 1/1000 for ms) is the value."""
+def _whole(quote: str) -> re.Pattern:
+    """`quote` standing alone: not inside a longer number ("1.78" is not in "1.7846", "78" not in "178")."""
+    head = r"(?<![\d.])" if quote[:1].isdigit() else ""
+    tail = r"(?![\d]|\.\d)" if quote[-1:].isdigit() else ""
+    return re.compile(head + re.escape(quote) + tail)
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def cell_text(lines: list[str], src) -> str:
+    """The text of the cell `src` names: its table cell (row, column), or its whole line."""
+    assert src.line and 1 <= src.line <= len(lines), f"line {src.line} is not in the document"
+    line = lines[src.line - 1]
+    if src.row is None and src.column is None:
+        return line
+    assert line.lstrip().startswith("|"), f"line {src.line} is not a table row: {line!r}"
+    top = src.line - 1
+    while top > 0 and lines[top - 1].lstrip().startswith("|"):
+        top -= 1
+    header, row = _cells(lines[top]), _cells(line)
+    assert row[0] == src.row, f"line {src.line} is row {row[0]!r}, not {src.row!r}"
+    if isinstance(src.column, int):
+        k = src.column - 1
+    else:
+        assert header.count(src.column) == 1, f"column {src.column!r} not (once) in header {header}"
+        k = header.index(src.column)
+    assert k < len(row), f"row {src.row!r} has no column {src.column!r}"
+    return row[k]
+
+
+def check_cell(text: str, e) -> None:
+    """The quote stands, as a whole number, in the cell the entry names."""
+    q = e.source.quote
+    cell = cell_text(text.split("\n"), e.source)
+    assert _whole(q).search(cell), f"{e.id}: quote {q!r} not in its cell {cell!r} (line {e.source.line})"
+
+
+def test_cell_check_refuses_substrings_and_other_cells():
+    text = "# T\n\n| | 310 | 310P |\n|:-:|:-:|:-:|\n| bs1 | 1.7846 | 178 |\n| bs4 | 1.78 | 78 |\nloss is 1.78\n"
+
+    def entry(quote, **src):
+        return type("E", (), {"id": "x", "source": type("S", (), {"quote": quote, "row": None, "column": None,
+                                                                  **src})})
+
+    check_cell(text, entry("1.78", line=6, row="bs4", column="310"))
+    check_cell(text, entry("1.78", line=7))
+    for bad in (entry("1.78", line=5, row="bs1", column="310"),  # inside 1.7846
+                entry("78", line=5, row="bs1", column="310P"),  # inside 178
+                entry("1.78", line=6, row="bs1", column="310"),  # wrong row name
+                entry("78", line=6, row="bs4", column="310"),  # the other column
+                entry("1.78", line=5)):  # a line without it
+        with pytest.raises(AssertionError):
+            check_cell(text, bad)
+
+
+def test_every_entry_names_its_cell(bf):
+    for e in _entries(bf):
+        assert e.source.line, f"{e.id}: source.line missing (the line the figure is read from)"
+        assert (e.source.row is None) == (e.source.column is None), f"{e.id}: a table cell needs row and column"
+
+
+def test_quotes_stand_in_the_cell_they_name_and_carry_the_value(bf, seeds):
+    """Every figure is in the cell its entry names (row and column, or log
+    line), as a whole number; and a number in the quote (scaled by 1, 100 for
+    fractions, 60 for minutes or 1/1000 for ms) is the value."""
+    texts = {}
     for e in _entries(bf):
         assert e.source.quote, f"{e.id}: no quote"
-        text = (SEEDS / e.source.document).read_text(encoding="utf-8")
-        assert e.source.quote in text, f"{e.id}: quote {e.source.quote!r} not in {e.source.document}"
+        text = texts.setdefault(e.source.document, (seeds / e.source.document).read_text(encoding="utf-8"))
+        check_cell(text, e)
         value = e.value if isinstance(e, Baseline) else e.min_ratio
         numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", e.source.quote)]
         assert any(
             math.isclose(n * f, value, rel_tol=1e-9) for n in numbers for f in (1, 100, 60, 0.001)
         ), f"{e.id}: value {value} not found in quote {e.source.quote!r}"
+
+
+def test_missing_seeds_fail_in_ci(tmp_path):
+    env = {**os.environ, "CI": "true", "HARNESS_SEEDS": str(tmp_path / "no-seeds"), "PYTHONPATH": str(REPO)}
+    env.pop("PYTEST_ADDOPTS", None)
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark",
+                        f"{__file__}::test_source_documents_exist"], cwd=REPO, env=env, capture_output=True,
+                       text=True)
+    assert p.returncode == 1 and "1 error" in p.stdout and "CI must check" in p.stdout, p.stdout
+    env["CI"] = "false"
+    p = subprocess.run(p.args, cwd=REPO, env=env, capture_output=True, text=True)
+    assert p.returncode == 0 and "1 skipped" in p.stdout, p.stdout
 
 
 # --------------------------------------------------------------------------

@@ -74,11 +74,21 @@ def test_load_pth_then_ckpt_round_trip(nets, pths, tmp_path):
     assert all(np.array_equal(p.asnumpy(), got[p.name]) for p in again.get_parameters())
 
 
-def test_wrapped_and_dataparallel_state_dicts_load(nets, pths, tmp_path):
+def test_wrapped_and_dataparallel_state_dicts_load(pths, tmp_path):
+    """A DataParallel ("module."-prefixed) state dict inside {"state_dict": ...}
+    loads every tensor; on a network of its own (the shared `nets` stay as built)."""
     state = torch.load(pths["xception"], weights_only=True)
     wrapped = tmp_path / "wrapped.pth"
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}}, wrapped)
-    N.load_checkpoint(nets["xception"], wrapped)
+    net = N.build_network("xception", NUM_CLASSES, seed=5)
+    expected = {k: v for k, (_, v) in C.timm_to_mindcv("xception", C.read_torch_state_dict(pths["xception"])).items()}
+    before = {p.name: p.asnumpy().copy() for p in net.get_parameters()}
+    assert any(not np.array_equal(before[k].reshape(-1), v.reshape(-1)) for k, v in expected.items())
+    N.load_checkpoint(net, wrapped)
+    got = {p.name: p.asnumpy() for p in net.get_parameters()}
+    assert set(expected) == set(got)
+    for k, v in expected.items():
+        np.testing.assert_array_equal(got[k].reshape(-1), v.reshape(-1), err_msg=k)
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.99, 0.0])

@@ -132,7 +132,7 @@ def test_accuracy_stage_flat_layout_skip_policy_and_mlperf_rule(tmp_path):
     write(tmp_path / "suites" / "toy" / "suite.yaml", """\
         schema_version: 1
         model: se_resnext50
-        source: {kind: onnx, path: ../../toy.onnx, num_classes: 3}
+        source: {kind: onnx, path: ../../toy.onnx, num_classes: 3, weights: toy}
         input: {size: 32, preprocess: imagenet_resize256_crop224}
         export: [onnx]
         dataset: {kind: flat, path: ../../val, label_file: ../../val_label.txt, on_corrupt: skip,
@@ -155,4 +155,5 @@ def test_accuracy_stage_flat_layout_skip_policy_and_mlperf_rule(tmp_path):
     assert "evaluated 5 of 6" in rec["reason"] and "expected 6" in rec["reason"]
     rules = [v.get("rule", "tolerance") for v in rec["baseline"]["all"]]
     assert rules == ["tolerance", "mlperf>=99%"]
+    assert [v["verdict"] for v in rec["baseline"]["all"]] == ["pass", "pass"]
     assert all(v["source"]["document"] == "test-fixture" for v in rec["baseline"]["all"])

@@ -47,6 +47,20 @@ def test_npu_smi_table(name, chips, family):
     assert info.driver_version and info.npu_smi_version
 
 
+@pytest.mark.parametrize("name, versions", [
+    # verbatim from published READMEs (tests/fixtures/ascend/README.md): the README's
+    # indentation kept; the second one with its CRLF line ends and an NPU id of 2144
+    ("published_npu_smi_info_310p3_sfa3d.txt", ("22.0.0", "22.0.2")),
+    ("published_npu_smi_info_310p3_dbnet_crlf.txt", ("22.0.2", "22.0.4")),
+])
+def test_npu_smi_table_published_samples(name, versions):
+    info = devices.parse_npu_smi_info((FIX / name).read_bytes().decode("utf-8"))
+    assert info.chips == ["310P3"] and devices.family_of_chip("310P3") == "ascend310p"
+    assert (info.npu_smi_version, info.driver_version) == versions
+    rep = devices.detect_with(*fake_tools(npu=name))
+    assert rep.present["ascend310p"] and not rep.present["ascend310"]
+
+
 def test_npu_smi_board_driver_and_firmware():
     assert devices.parse_npu_smi_board(read("npu_smi_board.txt")) == {
         "driver_version": "23.0.rc2", "firmware_version": "7.0.0.5.242"}

@@ -42,7 +42,7 @@ def test_slow_run_is_a_regression_in_both_directions(store_spec, capsys):
     assert rc == EXIT_REGRESSION
     # throughput down and latency up are both worse
     assert "REGRESSION  se_resnext50 throughput[cpu-onnxruntime-fp32-bs8]: throughput_ips" in out
-    assert "latency_ms_p50" in out and "mann-whitney" in out and "GATE FAIL" in out
+    assert "latency_ms_p50" in out and "run-level intervals" in out and "GATE FAIL" in out
     # a per-device override can allow it
     rc, out = gate(capsys, "--store", str(path), "--threshold", "throughput_ips=30%",
                    "--threshold", "latency_ms_*=40%")
@@ -85,21 +85,23 @@ def test_large_improvement_prints_notice(tmp_path, capsys):
     assert "IMPROVEMENT" in out and "notice:" in out and "update the reference" in out
 
 
-def test_summary_fallback_and_accuracy_test(store_spec):
+def test_results_without_repetitions_are_not_judged_and_accuracy_uses_fisher(store_spec):
     path = store_spec
     store = Store(path)
     rng = np.random.default_rng(1)
     for i, (ips, top1) in enumerate(((100.0, 79.0), (100.0, 79.0), (80.0, 75.0))):
         rid = store.begin_run(env(), [])
         r = throughput_result(rid, "xception", "cpu", "onnxruntime", "host", 8, latencies(rng, ips, 8, 30))
-        del r.metrics["latencies_ms"]  # as stored before the raw samples were kept
+        for k in ("repetitions", "throughput_ci_lo", "throughput_ci_hi"):
+            del r.metrics[k]  # as the first release stored them: one window, no interval
         store.add(r)
         store.add(accuracy_result(rid, "xception", top1, 94.0, n=5000))
         store.finish_run(rid)
     store.close()
     out = evaluate(load_history([path]))
     tests = {c.metric: c for c in out.comparisons}
-    assert tests["throughput_ips"].test == "welch-t (summary)" and tests["throughput_ips"].verdict == "regression"
+    # a 20% drop with no run-level interval is reported, never judged on per-iteration samples
+    assert tests["throughput_ips"].verdict == "unchanged" and "not judged" in tests["throughput_ips"].reason
     assert tests["top1"].test == "fisher" and tests["top1"].verdict == "regression"
     assert tests["top5"].verdict == "unchanged"
 

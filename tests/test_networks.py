@@ -111,6 +111,8 @@ def test_importing_needs_no_mindspore():
 
 
 # ------------------------------------------------- padding semantics (tiny)
+# (these spell the padding out in numpy; the independent check against timm
+# itself, at sizes where the padding matters, is in test_reference_parity.py)
 
 
 def _np_maxpool(x, k, s, pads):

@@ -135,3 +135,63 @@ def test_pytorch_source_exports_dynamic_onnx_and_passes_parity(tmp_path):
     [path] = list((tmp_path / "cache").rglob("*.onnx"))
     m = onnx.load(str(path))
     assert m.opset_import[0].version == 13 and m.graph.input[0].name == "image"
+
+
+def _ms_pools(arch, net):
+    if arch == "seresnext50_32x4d":
+        return [net.pool0]
+    if arch == "xception":
+        return [b.rep[len(b.rep) - 1] for b in net.blocks if b.skip is not None]
+    return []
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_padded_layers_match_timm_at_258_and_320(arch, tmp_path):
+    """Every strided convolution wider than 1x1 and every max pool (the layers
+    the cards' padding fixes touch) against timm's own module, fed the tensor
+    timm's network hands it at inputs of 258 and 320. The reference is timm,
+    not a re-implementation of the padding.
+
+    Why these sizes: "same" padding and the references' padding agree on some
+    sizes and not others. SE-ResNeXt's pool0 (ceil mode) differs from "same"
+    only on an odd feature map: 258 gives 129 (224 and 256 give 112 and 128,
+    where the unfixed pool matched). EfficientNet's stride-2 convolutions and
+    Xception's pools differ on even maps: 320 gives 160, 80, 40, 20."""
+    from mindspore import nn as msnn
+
+    N.set_context("CPU")
+    model = T.build_model(arch, NUM_CLASSES, seed=0)
+    pth = tmp_path / "ref.pth"
+    torch.save(model.state_dict(), pth)
+    net = N.build_network(arch, NUM_CLASSES, seed=5)
+    N.load_checkpoint(net, pth)
+    # strided convolutions with a kernel wider than 1 (a 1x1 one pads nothing)
+    pt_convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and max(m.stride) > 1
+                and max(m.kernel_size) > 1]
+    ms_convs = [c for _, c in net.cells_and_names() if isinstance(c, msnn.Conv2d) and max(c.stride) > 1
+                and max(c.kernel_size) > 1]
+    pt_pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    ms_pools = _ms_pools(arch, net)
+    assert len(pt_convs) == len(ms_convs) >= 1 and len(pt_pools) == len(ms_pools)
+    for a, b in zip(pt_convs, ms_convs):  # the same layer: the converter put timm's weights there
+        np.testing.assert_array_equal(a.weight.detach().numpy(), b.weight.asnumpy())
+    seen = {}
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.setdefault(id(m), []).append(  # copies: timm works in place
+                 (i[0].numpy().copy(), o.numpy().copy())))
+             for m in (*pt_convs, *pt_pools)]
+    with torch.no_grad():
+        for size in (258, 320):
+            model(torch.from_numpy(np.random.default_rng(size).standard_normal((1, 3, size, size),
+                                                                               dtype=np.float32)))
+    for h in hooks:
+        h.remove()
+    for pt, msm, exact in [*((p, m, False) for p, m in zip(pt_convs, ms_convs)),
+                           *((p, m, True) for p, m in zip(pt_pools, ms_pools))]:
+        for x, want in seen[id(pt)]:
+            got = msm(ms.Tensor(x)).asnumpy()
+            what = f"{arch} {type(pt).__name__} on {x.shape[2]}x{x.shape[3]}"
+            assert got.shape == want.shape, f"{what}: {got.shape} vs timm {want.shape}"
+            if exact:
+                np.testing.assert_array_equal(got, want, err_msg=what)
+            else:
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()), err_msg=what)

@@ -202,3 +202,38 @@ def test_import_is_light():
             "print(any(m in sys.modules for m in ('matplotlib', 'jinja2')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_report_ratios_need_comparable_figures_and_leave_null_runner_out(tmp_path):
+    """310P by ONNX Runtime (host scope) and 310 by ais_bench (device scope):
+    no ratio, a note naming the scope; a null-runner column is not published
+    as throughput, and its raw latency row says what it is."""
+    from report_fixtures import env, latencies, throughput_result
+
+    import numpy as np
+
+    from harness.reports.html import build_context
+
+    rng = np.random.default_rng(0)
+    store = Store(tmp_path / "s.sqlite")
+    run_id = store.begin_run(env(), ["harness", "run"])
+    for device, runner, scope, ips in (("ascend310p", "onnxruntime", "host", 1600.0),
+                                       ("ascend310", "ais_bench", "device", 1000.0), ("cpu", "null", "host", 1e6)):
+        for bs in (1, 8):
+            store.add(throughput_result(run_id, "se_resnext50", device, runner, scope, bs, latencies(rng, ips, bs, 10)))
+    store.finish_run(run_id, "finished")
+    store.close()
+    ctx = build_context(tmp_path / "s.sqlite", BASELINES)
+    (m,) = ctx["models"]
+    assert not m["ratios"]["headers"]
+    assert any("not comparable: timing scope host vs device" in n for n in m["ratios"]["notes"])
+    labels = [c["label"] for c in m["throughput"]["columns"]]
+    assert not any("null" in lab for lab in labels) and any("ais_bench" in lab for lab in labels)
+    assert not any("null" in s["label"] for s in m["throughput"]["series"])
+    null_rows = [r for r in m["latency"] if r["runner"].startswith("null")]
+    assert null_rows and all("null runner: no inference" in r["throughput"] for r in null_rows)
+    # the published T4 claim rests on an assumed timing scope, and says so
+    t4 = next(c for c in m["claim_verdicts"] if c["origin"] == "published" and "t4" in c["id"])
+    assert "comparable if the T4 figures are device compute only — assumed" in t4["reason"]
+    html = render_report(tmp_path / "s.sqlite", BASELINES)
+    assert "not comparable: timing scope host vs device" in html and "— assumed" in html

@@ -53,7 +53,9 @@ def test_malformed_suite_names_file_and_key(tmp_path, body, needle):
     assert str(f) in str(e.value) and needle in str(e.value)
 
 
-# `npu-smi info` table rows as printed on a 310P host and a 910 host
+# `npu-smi info` table rows, hand-written in the layouts npu-smi prints (a
+# published 310P3 sample is tests/fixtures/ascend/published_npu_smi_info_310p3_*.txt,
+# cited in that folder's README); the numbers are chosen by hand.
 NPU_SMI_310P = """\
 +--------------------------------------------------------------------------------------------------------+
 | npu-smi 23.0.rc2                                 Version: 23.0.rc2                                     |

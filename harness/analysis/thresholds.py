@@ -7,14 +7,22 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from harness.errors import UserError
+from harness.vocab import METRICS
+
+GATED_STAGE = tuple(k for k, m in METRICS.items() if m.stage in ("throughput", "accuracy"))
 
 # asv uses p < 0.002 over many samples; our sweeps time as few as 5-10
 # iterations per case, where the smallest exact two-sided Mann-Whitney p for
 # 5 vs 5 is 0.0079, so 0.01 keeps short sweeps testable.
 DEFAULT_ALPHA = 0.01
 # A significant improvement this many times the threshold asks for the
-# reference figures to be updated.
+# reference figures to be updated. A choice, not a published figure: the
+# thresholds sit at about run-to-run noise, so 3x of one is a real change of
+# the code or the host, and leaving the old reference in place would hide
+# the next regression of that size.
 DEFAULT_NOTICE_FACTOR = 3.0
 
 # Built-in thresholds: 5% for timing (pyperf's and pytest-benchmark's usual
@@ -34,6 +42,13 @@ class Rule:
     rel: float | None = None
     abs: float | None = None
     alpha: float | None = None
+
+    def check(self, where: str, fix: str) -> "Rule":
+        """A rule whose metric pattern matches no gated metric is a mistake, not a no-op."""
+        if not any(fnmatch.fnmatchcase(m, self.metric) for m in GATED_STAGE):
+            raise UserError(f"{where}: metric {self.metric!r} names no metric the gate knows",
+                            fix=f"use one of {', '.join(GATED_STAGE)} (wildcards allowed); {fix}")
+        return self
 
     def matches(self, metric: str, model: str, device: str) -> bool:
         return all(fnmatch.fnmatchcase(v, p) for v, p in ((metric, self.metric), (model, self.model),
@@ -80,7 +95,7 @@ class Thresholds:
             raise UserError(f"bad --threshold {spec!r}",
                             fix="write metric[:model[:device]]=5% (relative) or =0.2 (absolute), "
                                 "e.g. throughput_ips:*:ascend*=3%") from None
-        self.rules.append(rule)
+        self.rules.append(rule.check(f"--threshold {spec!r}", "e.g. throughput_ips:*:ascend*=3%"))
 
 
 def load_thresholds(path: str | Path | None) -> Thresholds:
@@ -88,7 +103,6 @@ def load_thresholds(path: str | Path | None) -> Thresholds:
     th = Thresholds()
     if path is None:
         return th
-    import yaml
 
     path = Path(path)
     fix = "see docs/nightly-ci.md for the thresholds file format"
@@ -111,7 +125,7 @@ def load_thresholds(path: str | Path | None) -> Thresholds:
                 raise UserError(f"rules[{i}]: expected a mapping with keys "
                                 f"{', '.join(Rule.__dataclass_fields__)}", path=path, fix=fix)
             th.rules.append(Rule(**{k: (float(v) if k in ("rel", "abs", "alpha") else str(v))
-                                    for k, v in r.items()}))
+                                    for k, v in r.items()}).check(f"{path}: rules[{i}]", fix))
     except (TypeError, ValueError) as exc:
         raise UserError(f"bad value ({exc})", path=path, fix=fix) from None
     return th

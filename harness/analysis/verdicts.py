@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from harness.analysis import comparability
+from harness.analysis.comparability import Identity
+
 #: MLPerf inference's accuracy rule for image classification: a result passes
 #: at >= 99% of the FP32 reference Top-1.
 MLPERF_FRACTION = 0.99
@@ -65,15 +68,27 @@ def _common(value: float, baseline) -> dict:
             "measured": value, "source": {"document": src.document, "section": src.section}}
 
 
-def hold(value: float, baseline, *, timing_scope: str | None = None) -> Verdict:
+def _measured_side(baseline, timing_scope, identity) -> Identity:
+    """The measured figure's identity; without one, only the timing scope is
+    known (a field the caller does not know is taken from the baseline)."""
+    if identity is not None:
+        return identity
+    b = comparability.identity(baseline)
+    return Identity("measured", timing_scope or b.timing_scope, b.model_artifact, b.preprocessing)
+
+
+def hold(value: float, baseline, *, timing_scope: str | None = None, identity: Identity | None = None) -> Verdict:
     """Verdict of ``value`` against ``baseline`` (a :class:`harness.config.baselines.Baseline`)
-    under the baseline's own tolerance; "not_comparable" when the timing scopes differ."""
+    under the baseline's own tolerance; "not_comparable" (naming the field) when
+    `harness.analysis.comparability.comparable` says the two measure different
+    things. `identity` describes the measured figure (weights, preprocessing,
+    scope); without it only `timing_scope` is compared."""
     common = _common(value, baseline)
     tolerance = baseline.tolerance.model_dump(exclude_none=True)
-    if baseline.timing_scope and timing_scope and baseline.timing_scope != timing_scope:
+    ok, why = comparability.comparable(_measured_side(baseline, timing_scope, identity), baseline)
+    if not ok:
         return Verdict(**common, tolerance=tolerance, verdict="not_comparable",
-                       reason=f"timing scope differs: measured {timing_scope}, baseline {baseline.id} is "
-                              f"{baseline.timing_scope}")
+                       reason=f"not comparable with {baseline.id}: measured vs baseline differ in {why}")
     tol = baseline.tolerance.slack(baseline.value)
     if baseline.direction == "higher":
         ok, limit, cmp = value >= baseline.value - tol, baseline.value - tol, ">="
@@ -82,7 +97,8 @@ def hold(value: float, baseline, *, timing_scope: str | None = None) -> Verdict:
     src = baseline.source
     return Verdict(**common, tolerance=tolerance, verdict="pass" if ok else "fail",
                    reason=f"{baseline.metric} {value:.4g} {'meets' if ok else 'misses'} {cmp} {limit:.4g} "
-                          f"({baseline.id} = {baseline.value:g} {baseline.unit}, {src.document} / {src.section})")
+                          f"({baseline.id} = {baseline.value:g} {baseline.unit}, {src.document} / {src.section})"
+                          + (f"; {why}" if why else ""))
 
 
 def hold_mlperf(value: float, baseline, fraction: float = MLPERF_FRACTION) -> Verdict:
@@ -97,11 +113,15 @@ def hold_mlperf(value: float, baseline, fraction: float = MLPERF_FRACTION) -> Ve
                            f"{src.document} / {src.section})"))
 
 
-def hold_by_rule(value: float, baseline, rule: str, *, timing_scope: str | None = None) -> list[Verdict]:
-    """``rule``: "tolerance" (the baseline's own), "mlperf", or "both"."""
+def hold_by_rule(value: float, baseline, rule: str, *, timing_scope: str | None = None,
+                 identity: Identity | None = None) -> list[Verdict]:
+    """``rule``: "tolerance" (the baseline's own), "mlperf", or "both". Both
+    rules apply only where the figures are comparable (see `hold`)."""
     out = []
     if rule in ("tolerance", "both"):
-        out.append(hold(value, baseline, timing_scope=timing_scope))
+        out.append(hold(value, baseline, timing_scope=timing_scope, identity=identity))
     if rule in ("mlperf", "both"):
-        out.append(hold_mlperf(value, baseline))
+        first = out[0] if out else hold(value, baseline, timing_scope=timing_scope, identity=identity)
+        out.append(hold_mlperf(value, baseline) if first.verdict != "not_comparable" else
+                   Verdict(**{**first.to_dict(), "rule": f"mlperf>={MLPERF_FRACTION:.0%}"}))
     return out

@@ -16,7 +16,14 @@ import json
 import sys
 from pathlib import Path
 
-from harness.analysis.regression import DEFAULT_METRICS, METRIC_DIRECTION, evaluate, evaluate_claims, format_outcome
+from harness.analysis.regression import (
+    DEFAULT_HISTORY,
+    DEFAULT_METRICS,
+    METRIC_DIRECTION,
+    evaluate,
+    evaluate_claims,
+    format_outcome,
+)
 from harness.analysis.thresholds import load_thresholds
 from harness.config.baselines import load_baselines, locate_baselines
 from harness.errors import ExitCode, UserError
@@ -33,7 +40,8 @@ EXIT_CODES = f"""exit codes:
   {ExitCode.FAILED:d}  regression: a metric got significantly worse past its threshold, or a measured claim failed
   {ExitCode.USAGE:d}  usage error (bad arguments)
   {ExitCode.INPUT:d}  input error: store missing, corrupt, foreign or newer than this harness; bad thresholds file
-  {ExitCode.NOTHING_COMPARED:d}  nothing compared: no candidate result had a clean earlier result with the same identity
+  {ExitCode.NOTHING_COMPARED:d}  nothing compared: no candidate result had a clean earlier result of its benchmark key
+  {ExitCode.INCONCLUSIVE:d}  inconclusive: every candidate result was contended (measured beside busy processes)
 """
 
 
@@ -58,7 +66,7 @@ def _print_outcome(out, args) -> int:
     if args.json:
         doc = {"verdict": out.verdict, "exit_code": out.exit_code, "candidate_runs": out.candidate_runs,
                "comparisons": [c.to_dict() for c in out.comparisons], "missing_baseline": out.missing_baseline,
-               "missing_candidate": out.missing_candidate, "notes": out.notes,
+               "missing_candidate": out.missing_candidate, "notes": out.notes, "inconclusive": out.inconclusive,
                "claims": [getattr(c, "__dict__", str(c)) for c in out.claims]}
         Path(args.json).write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
     return out.exit_code
@@ -72,7 +80,7 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_gate(args) -> int:
-    # only the candidate runs and the newest --history clean results of each identity are read
+    # only the candidate runs and the newest --history clean results of each case are read
     history = load_history(args.store, gate_depth=args.history, candidates=args.run)
     out = evaluate(history, candidate_runs=history.candidates, metrics=args.metric or _default_metrics(),
                    thresholds=_thresholds(args), depth=args.history, models=args.model, devices=args.device)
@@ -185,8 +193,8 @@ def _gate_options(p, *, candidates: bool):
     if candidates:
         p.add_argument("--run", action="append", metavar="RUN_ID",
                        help="candidate run (repeatable; unique prefixes work). Default: the newest run of each host")
-        p.add_argument("--history", type=int, default=5, metavar="N",
-                       help="pool the newest N clean earlier runs of each case as the reference (default 5)")
+        p.add_argument("--history", type=int, default=DEFAULT_HISTORY, metavar="N",
+                       help=f"follow the newest N clean earlier runs of each benchmark key (default {DEFAULT_HISTORY})")
         p.add_argument("--baselines", help="baselines.yaml for relative-device claims (default ./baselines.yaml)")
 
 
@@ -222,13 +230,17 @@ def register(sub) -> None:
 
     gate = sub.add_parser(
         "gate", help="fail on regressions against history and on failed claims (nightly CI)", formatter_class=fmt,
-        description="Hold the candidate runs (default: the newest run of each host) against history.\n"
-                    "A change counts only past its threshold AND when significant (Mann-Whitney U on the\n"
-                    "per-iteration latencies, Welch's t-test on stored summaries for older results, Fisher's\n"
-                    "exact test for top1/top5). Interrupted or unfinished runs and failed results are never\n"
-                    "the reference. Also evaluates the relative-device claims in baselines.yaml on the\n"
-                    "candidate results; a failed measured claim fails the gate. A gate that compared\n"
-                    "nothing fails and lists what is missing on each side.\n\n"
+        description="Hold the candidate runs (default: the newest run of each host) against history: each result\n"
+                    "follows the earlier results of its benchmark key (model, case, device, batch, precision,\n"
+                    "scope, input size) on the same machine class, across versions. Throughput and latency:\n"
+                    "change points over the per-run estimates (each a median with its 95%% interval over\n"
+                    "repetitions), a change counting only past its threshold AND with the intervals apart; the\n"
+                    "version fields that changed there are named as suspects. With fewer runs than detection\n"
+                    "needs, the candidate is held against the previous run by their intervals. top1/top5:\n"
+                    "Fisher's exact test. Contended results (busy neighbours) are never judged nor a reference.\n"
+                    "Also evaluates the relative-device claims in baselines.yaml on the candidate results; a\n"
+                    "failed measured claim fails the gate. A gate that compared nothing fails and lists what\n"
+                    "is missing on each side.\n\n"
                     "examples:\n  harness gate --store history.sqlite\n"
                     "  harness gate --store history.sqlite --store host-310p.sqlite --thresholds gate.yaml",
         epilog=EXIT_CODES)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from harness.results import bundles
 from harness.results.bundles import write_bundle
 from harness.results.store import Store
 from harness.runners import devices
-from harness.vocab import NPU_FAMILIES
+from harness.vocab import GPU_FAMILIES, NPU_FAMILIES
 
 STORE_HELP = ("results store: an SQLite file or postgresql://USER@HOST:PORT/DB "
               "(default $HARNESS_STORE or .harness/results.sqlite)")
@@ -29,28 +30,47 @@ def _cmd_import(args) -> int:
             if p is None:
                 raise UserError("no baselines file", fix="pass --published PATH")
             print(f"{p}: published tables: {bundles.import_published(store, p)}")
-        summaries = []
+        summaries, trtexec_logs = [], []
         for f in args.files:
             kind = bundles.sniff(f)
             if kind == "store":
                 print(f"{f}: store: {bundles.merge_store(store, f)}")
             elif kind == "bundle":
                 print(f"{f}: bundle: {bundles.merge_bundle(store, json.loads(Path(f).read_text()), where=f)}")
+            elif kind == "trtexec":
+                trtexec_logs.append(f)
             else:
                 summaries.append(f)
         if summaries:
             missing = [o for o, v in (("--model", args.model), ("--device", args.device)) if not v]
             if missing:
-                raise UserError(f"ais_bench summaries need {' and '.join(missing)}", path=summaries[0],
+                raise UserError(f"ais_bench results need {' and '.join(missing)}", path=summaries[0],
                                 fix="e.g. --model se_resnext50 --device ascend310p --batch-size 16")
             rep = bundles.import_ais_bench(
                 store, summaries, host=args.host, model=args.model, device=args.device, batch_size=args.batch_size,
                 device_model=args.device_model, artifact_sha256=args.artifact_sha256,
                 source_sha256=args.source_sha256, preprocessing=args.preprocessing, precision=args.precision)
-            print(f"{len(summaries)} ais_bench summary file(s): {rep}")
+            print(f"{len(summaries)} ais_bench file(s): {rep}")
+        if trtexec_logs:
+            _import_trtexec(store, trtexec_logs, args)
     finally:
         store.close()
     return ExitCode.OK
+
+
+def _import_trtexec(store, logs, args) -> None:
+    missing = [o for o, v in (("--model", args.model), ("--device", args.device)) if not v]
+    if missing:
+        raise UserError(f"trtexec logs need {' and '.join(missing)}", path=logs[0],
+                        fix=f"e.g. --model se_resnext50 --device {GPU_FAMILIES[0]} --batch-size 16")
+    if args.device not in GPU_FAMILIES:
+        raise UserError(f"a trtexec log is a GPU measurement, not {args.device}", path=logs[0],
+                        fix=f"pass --device {GPU_FAMILIES[0]}")
+    rep = bundles.import_trtexec(store, logs, host=args.host, model=args.model, device=args.device,
+                                 batch_size=args.batch_size, device_model=args.device_model,
+                                 source_sha256=args.source_sha256, preprocessing=args.preprocessing,
+                                 precision=args.precision)
+    print(f"{len(logs)} trtexec log(s): {rep}")
 
 
 def _cmd_bundle(args) -> int:
@@ -78,14 +98,12 @@ def _cmd_claims(args) -> int:
     for v in verdicts:
         print(f"{v.verdict.upper():15} {v.origin:9} {v.claim_id}: {v.reason}")
     if args.json:
-        import dataclasses
 
         Path(args.json).write_text(json.dumps([dataclasses.asdict(v) for v in verdicts], indent=1))
     return ExitCode.FAILED if any(v.verdict == "fail" for v in verdicts) else ExitCode.OK
 
 
 def _cmd_devices(args) -> int:
-    import dataclasses
 
 
     rep = devices.detect()
@@ -108,21 +126,28 @@ def register(sub) -> None:
         "import", help="import results: another store, a bundle, ais_bench summaries, published tables",
         description="Merge results measured elsewhere into the store, without duplicates. FILES may be "
                     "results stores (.sqlite), bundles written by `harness bundle`, or ais_bench "
-                    "*_summary.json files (with --model and --device). Example: harness import "
-                    "host310p.sqlite; harness import out/run_summary.json --model se_resnext50 "
-                    "--device ascend310p --batch-size 16; harness import --published")
+                    "results (its *_summary.json or its console log, of any release) or saved trtexec logs "
+                    "(with --model and --device). Example: "
+                    "harness import host310p.sqlite; harness import out/run_summary.json --model se_resnext50 "
+                    "--device ascend310p --batch-size 16; harness import ais_bench.log --model se_resnext50 "
+                    "--device ascend310p --batch-size 16; harness import t4_bs16.log --model se_resnext50 "
+                    "--device gpu; harness import --published")
     imp.add_argument("files", nargs="*")
     imp.add_argument("--store", help=STORE_HELP)
     imp.add_argument("--published", nargs="?", const=True, metavar="BASELINES",
                      help="also import the documents' throughput tables (default baselines.yaml)")
-    g = imp.add_argument_group("for ais_bench summaries")
+    g = imp.add_argument_group("for ais_bench summaries and console logs, and trtexec logs")
     g.add_argument("--model", help="model key, e.g. se_resnext50")
-    g.add_argument("--device", choices=NPU_FAMILIES)
-    g.add_argument("--device-model", help="chip name npu-smi reports, e.g. 310P3")
-    g.add_argument("--batch-size", type=int, help="default: the summary's args (batchsize/dymBatch)")
+    g.add_argument("--device", choices=(*NPU_FAMILIES, *GPU_FAMILIES))
+    g.add_argument("--device-model", help="chip name npu-smi reports, e.g. 310P3; GPU name, e.g. T4 (default for "
+                                          "trtexec: its 'Selected Device')")
+    g.add_argument("--batch-size", type=int, help="default: the summary's args (batchsize/dymBatch) or the ais_bench "
+                                                  "log's throughput line; trtexec: "
+                                                  "--shapes or --batch in its command line")
     g.add_argument("--host", help="the host the summaries came from")
     g.add_argument("--artifact-sha256", help="default: sha256 of the OM named in the summary, if readable here")
-    g.add_argument("--source-sha256", help="sha256 of the ONNX the OM was converted from")
+    g.add_argument("--source-sha256", help="sha256 of the ONNX the OM (or TensorRT engine) was made from "
+                                           "(trtexec: default the --onnx file's, if readable here)")
     g.add_argument("--preprocessing", help="preprocessing identity, as the harness records it")
     g.add_argument("--precision", choices=("fp32", "fp16", "int8", "mixed"))
     imp.set_defaults(func=_cmd_import)

@@ -53,6 +53,14 @@ class Source(_Strict):
     software: str | None = None  # e.g. "MindSpore 1.3.0", "CANN 5.1.RC2"
     date: str | None = None  # as the document gives it
     note: str | None = None
+    # The cell the figure is read from: `line` (1-based, in the document) and,
+    # for a table, `row` (its first cell) and `column` (the header text, or
+    # the 1-based cell index where the header is blank or repeated). The
+    # provenance tests check that the quote stands in that cell as a whole
+    # number, not merely somewhere in the document.
+    line: int | None = None
+    row: str | None = None
+    column: str | int | None = None
 
     @field_validator("document", "section")
     @classmethod
@@ -109,11 +117,19 @@ class Baseline(_Strict):
     batch_size: int | None = None
     precision: str | None = None
     timing_scope: Literal["device", "host"] | None = None
+    # "documented": the document says how the figure was timed; "assumed": it
+    # does not, and timing_scope is our reading. A verdict resting on an
+    # assumed scope says so (harness.analysis.comparability).
+    scope_source: Literal["documented", "assumed"] | None = None
     runner: str | None = None
     dataset: str | None = None
     num_devices: int | None = None
     epoch: int | None = None  # for figures read off per-epoch training log lines
     weights: str | None = None  # which trained weights the figure belongs to
+    # the preprocessing recipe (harness.data.recipes) the figure was evaluated
+    # with; a result of another recipe is not comparable with it
+    preprocessing: str | None = None
+    preprocessing_source: Literal["documented", "assumed"] | None = None
     tolerance: Tolerance
     source: Source
 

@@ -41,6 +41,11 @@ class SourceSpec(_Strict):
     # A trained MindSpore checkpoint. Without one the network is randomly
     # initialised from `seed`: fine for speed, meaningless for accuracy.
     checkpoint: str | None = None
+    # Which trained weights the checkpoint (or ONNX file) holds, in
+    # baselines.yaml's terms (`weights:` of a baseline, e.g. modelzoo or
+    # cadene_a260b3a4). An accuracy baseline of other (or unnamed) weights is
+    # "not_comparable", never pass/fail.
+    weights: str | None = None
     # kind: onnx -> the model file itself (dynamic or fixed batch)
     path: str | None = None
     seed: int = 0
@@ -137,11 +142,37 @@ DatasetSpec.model_rebuild()
 
 
 class TimingSpec(_Strict):
+    """How a throughput case is timed (harness.metrics.timing explains each choice)."""
+
+    # at least this many warm-up iterations; warm-up goes on to a detected
+    # steady state, for at most warmup_max_s
     warmup: int = Field(3, ge=0)
+    warmup_max_s: float = Field(5.0, ge=0)
+    # split over the minimum repetitions: each times min_iterations // repetitions
+    # (at least 2) iterations and min_duration_s / repetitions seconds
     min_iterations: int = Field(10, gt=0)
     min_duration_s: float = Field(1.0, ge=0)
     # A safety stop so one slow case cannot eat a nightly run.
     max_duration_s: float = Field(120.0, gt=0)
+    # Repetitions (the unit of evidence): at least `repetitions`, more until
+    # the median's 95% interval is within +-target_rel_halfwidth, while the
+    # measurement stays within budget_s.
+    repetitions: int = Field(3, ge=1)
+    max_repetitions: int = Field(10, ge=1)
+    target_rel_halfwidth: float = Field(0.02, gt=0, lt=1)
+    budget_s: float = Field(3.0, gt=0)
+    # A repetition during which other processes used more than this share of
+    # the machine is contended, and measured again at most max_redo times.
+    contention_threshold: float = Field(0.05, gt=0, le=1)
+    max_redo: int = Field(3, ge=0)
+    # each repetition lasts at least this long (the probe's resolution is a clock tick)
+    min_repetition_s: float = Field(0.25, ge=0)
+
+    @model_validator(mode="after")
+    def _repetitions(self):
+        if self.max_repetitions < self.repetitions:
+            raise ValueError(f"max_repetitions ({self.max_repetitions}) is below repetitions ({self.repetitions})")
+        return self
 
 
 class TargetSpec(_Strict):
@@ -159,8 +190,12 @@ class TargetSpec(_Strict):
     # Runner-specific settings (e.g. onnxruntime provider options).
     options: dict = Field(default_factory=dict)
     timing: TimingSpec | None = None
-    # Overrides the suite's accuracy_baselines for this target (e.g. an OM
-    # converted from other weights than the suite's checkpoint).
+    # Overrides the suite's accuracy_baselines for this target: the documents
+    # give per-device figures (the 310 and 310P rows of seed 004). Every
+    # target runs the suite's own model (an OM is converted from the suite's
+    # export), so a listed baseline still applies only when its weights and
+    # preprocessing match source.weights and input.preprocess; otherwise its
+    # verdict is "not_comparable" and names the field.
     accuracy_baselines: list[str] | None = None
     # format om only: one dynamic-batch OM for all batch sizes instead of one
     # static OM each. true = gears are the target's batch_sizes; a list names
@@ -289,7 +324,7 @@ def load_suite(path: str | Path, sections: dict | None = None) -> Suite:
             section = data.pop(name) or {}
             unknown = sorted(set(section) - set(model.model_fields)) if isinstance(section, dict) else []
             if unknown:  # strict whatever the stage's model says: a typo never passes silently
-                raise UserError(f"invalid suite:\n" + "\n".join(f"  - {name}.{k}: unknown key" for k in unknown),
+                raise UserError("invalid suite:\n" + "\n".join(f"  - {name}.{k}: unknown key" for k in unknown),
                                 path=path, fix=f"{name}: takes {', '.join(model.model_fields)}")
             try:
                 extra[name] = model.model_validate(section)

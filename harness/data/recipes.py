@@ -8,6 +8,7 @@ compared with each other.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import json
@@ -172,7 +173,6 @@ _add(Recipe("timm_efficientnet_b0", "shorter", 256, 224, "bicubic", *_imagenet()
 def get_recipe(name: str, size: int | None = None) -> Recipe:
     """A named recipe; `size` rescales resize/crop for a smaller test input."""
     if name not in RECIPES:
-        import difflib
 
         near = difflib.get_close_matches(name, RECIPES, n=3)
         raise UserError(f"unknown preprocessing recipe {name!r}" + (f"; did you mean {near}?" if near else ""),

@@ -6,6 +6,8 @@ corrupt image is an error naming the file, or is skipped and named.
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -73,8 +75,6 @@ def preprocessed(samples: list[Sample], recipe: Recipe, *, workers: int = 0, loo
         for s in samples:
             yield s, one(s)
         return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(workers) as pool:
         pending: deque = deque()

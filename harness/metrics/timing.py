@@ -1,34 +1,72 @@
-"""The timing engine.
+"""The timing engine: warm-up to a steady state, then repetitions until the estimate is precise.
 
-Warmup runs are timed but kept apart. The measured phase goes on until both
-a minimum duration and a minimum iteration count are met (MLPerf LoadGen's
-validity rule), or a safety maximum duration is hit, which is recorded. Each
-iteration is bracketed by the clock *after* the runner has synchronised, so
-asynchronous runtimes are measured to completion.
+The unit of evidence is a repetition (one timed window), not an iteration:
+iterations inside one window share the machine's state, so they say nothing
+about run-to-run variation. A case runs as k >= 3 repetitions and reports
+the median throughput with a 95% interval over them
+(:func:`harness.metrics.repetitions.repeat_until_precise`), stopping when the
+interval's half-width reaches the target (default +-2%) or its time budget is
+spent. Every repetition runs under an interference probe
+(:mod:`harness.metrics.interference`): one during which other processes used
+more than the threshold share of the machine is marked contended and measured
+again, within a bound; a result that stays contended is stored as such.
+
+Warm-up runs until a steady state is detected (MSER-5 over the warm-up
+latencies: :func:`~harness.metrics.repetitions.steady_state_start`), at least
+``warmup`` iterations and at most ``warmup_max_s`` seconds.
+
+Each iteration is bracketed by the clock *after* the runner has
+synchronised, so asynchronous runtimes are measured to completion. For
+device-scope runners (ais_bench) the device's own per-run times replace the
+host clock.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from harness.metrics.interference import DEFAULT_CONTENTION_THRESHOLD, InterferenceProbe
+from harness.metrics.repetitions import Rep, RepeatResult, median_ci, repeat_until_precise, steady_state_start
+
 # pyperf flags a benchmark as unstable when the standard deviation reaches
-# 10% of the mean; so do we.
+# 10% of the mean; so do we (per iteration, within the kept repetitions).
 UNSTABLE_CV = 0.10
 
 
 @dataclass
 class TimingConfig:
-    warmup: int = 3
+    warmup: int = 3  # at least this many warm-up iterations
+    # split over the minimum number of repetitions: each repetition times
+    # min_iterations // repetitions iterations (at least 2) and
+    # min_duration_s / repetitions seconds, so a case costs about what one
+    # window of min_iterations did
     min_iterations: int = 10
     min_duration_s: float = 1.0
-    max_duration_s: float = 120.0
+    max_duration_s: float = 120.0  # safety stop for the whole case
+    repetitions: int = 3  # minimum repetitions
+    max_repetitions: int = 10
+    target_rel_halfwidth: float = 0.02  # stop adding repetitions at +-2% (95% interval)
+    # no repetition beyond the minimum once the measurement would pass this:
+    # the README's main job must not take longer than one window per case did
+    budget_s: float = 3.0
+    warmup_max_s: float = 5.0  # warm-up stops here even if no steady state was detected
+    contention_threshold: float = DEFAULT_CONTENTION_THRESHOLD
+    max_redo: int = 3  # contended repetitions measured again at most this many times
+    # a repetition lasts at least this long, so that the interference probe's
+    # clock-tick resolution stays small beside it
+    min_repetition_s: float = 0.25
 
     @classmethod
     def from_spec(cls, spec) -> "TimingConfig":
-        return cls(spec.warmup, spec.min_iterations, spec.min_duration_s, spec.max_duration_s)
+        return cls(**{k: getattr(spec, k) for k in cls.__dataclass_fields__ if hasattr(spec, k)})
+
+    def per_repetition(self) -> tuple[int, float]:
+        k = max(1, self.repetitions)
+        return max(min(2, self.min_iterations), self.min_iterations // k), \
+            max(self.min_duration_s / k, self.min_repetition_s)
 
 
 @dataclass
@@ -37,9 +75,19 @@ class Timing:
     timing_scope: str
     warmup_iterations: int
     warmup_s: float
-    iterations: int
+    warmup_steady: bool  # False: warm-up hit warmup_max_s before a steady state was detected
+    iterations: int  # timed iterations in the kept repetitions
     duration_s: float
-    throughput_ips: float
+    throughput_ips: float  # median over repetitions
+    throughput_ci_lo: float
+    throughput_ci_hi: float
+    throughput_rel_halfwidth: float  # precision achieved (95% interval half-width / median)
+    ci_method: str
+    repetitions: list[dict]  # one per repetition: throughput, iterations, interference, kept
+    contended: bool  # the result stayed contended: never a reference, never a regression
+    n_contended: int
+    stopped_by: str  # precision | budget | max_reps | deadline
+    precise: bool  # the precision target was met
     latency_ms_mean: float
     latency_ms_min: float
     latency_ms_max: float
@@ -47,95 +95,179 @@ class Timing:
     latency_ms_p90: float
     latency_ms_p99: float
     latency_ms_std: float
+    latency_ms_p50_ci_lo: float
+    latency_ms_p50_ci_hi: float
     cv: float
     unstable: bool
-    # True when max_duration_s stopped the run before min_iterations
+    # True when max_duration_s stopped the case before its minimum repetitions
     truncated: bool
-    # Every timed iteration's latency (ms, in timing order). Kept so the
-    # history gate can test a change for significance on the samples
-    # themselves (Mann-Whitney U: latencies are skewed and heavy-tailed, so a
-    # rank test beats a t-test on the mean); results stored before this field
-    # existed fall back to a Welch t-test on the summary (mean, std, n).
+    # Every timed iteration's latency (ms, in timing order) of the kept repetitions.
     latencies_ms: list[float] = field(default_factory=list)
 
     def as_metrics(self) -> dict:
         return asdict(self)
 
-
-def summarize(latencies_s, *, batch_size: int, timing_scope: str, warmup_iterations: int = 0,
-              warmup_s: float = 0.0, duration_s: float | None = None, truncated: bool = False) -> Timing:
-    lat = np.asarray(latencies_s, dtype=np.float64)
-    if lat.size == 0:
-        raise ValueError("no timed iterations")
-    if duration_s is None:
-        duration_s = float(lat.sum())
-    mean = float(lat.mean())
-    std = float(lat.std(ddof=1)) if lat.size > 1 else 0.0
-    cv = std / mean if mean > 0 else 0.0
-    p50, p90, p99 = np.percentile(lat, [50, 90, 99])
-    # Throughput over the summed iteration times: for host scope this is the
-    # loop's wall time less the clock reads; for device scope it is
-    # 1000 x batch / mean device ms, ais_bench's own definition.
-    busy = float(lat.sum())
-    return Timing(
-        batch_size=batch_size,
-        timing_scope=timing_scope,
-        warmup_iterations=warmup_iterations,
-        warmup_s=warmup_s,
-        iterations=int(lat.size),
-        duration_s=float(duration_s),
-        throughput_ips=batch_size * lat.size / busy if busy > 0 else float("inf"),
-        latency_ms_mean=mean * 1e3,
-        latency_ms_min=float(lat.min()) * 1e3,
-        latency_ms_max=float(lat.max()) * 1e3,
-        latency_ms_p50=float(p50) * 1e3,
-        latency_ms_p90=float(p90) * 1e3,
-        latency_ms_p99=float(p99) * 1e3,
-        latency_ms_std=std * 1e3,
-        cv=cv,
-        unstable=bool(cv >= UNSTABLE_CV),
-        truncated=truncated,
-        latencies_ms=[round(float(x) * 1e3, 6) for x in lat],
-    )
+    @property
+    def halfwidth(self) -> float:
+        return (self.throughput_ci_hi - self.throughput_ci_lo) / 2
 
 
-def measure(runner, batch: np.ndarray, config: TimingConfig, *, clock=time.perf_counter) -> Timing:
-    """Time `runner.run(batch)` + `runner.synchronize()` under `config`."""
-    run, sync = runner.run, runner.synchronize
+def _percentiles(lat_ms: np.ndarray) -> dict:
+    p50, p90, p99 = np.percentile(lat_ms, [50, 90, 99])
+    mean = float(lat_ms.mean())
+    std = float(lat_ms.std(ddof=1)) if lat_ms.size > 1 else 0.0
+    return {"latency_ms_mean": mean, "latency_ms_min": float(lat_ms.min()), "latency_ms_max": float(lat_ms.max()),
+            "latency_ms_p50": float(p50), "latency_ms_p90": float(p90), "latency_ms_p99": float(p99),
+            "latency_ms_std": std, "cv": std / mean if mean > 0 else 0.0}
+
+
+def _steady(lat: list[float], tolerance: float = 0.10) -> bool:
+    """MSER-5 puts the end of the transient in the first half, and the rest is level:
+    its two halves' medians within ``tolerance`` (MSER searches the first half
+    only, so a transient longer than that would otherwise pass unseen)."""
+    if len(lat) < 4:
+        return False
+    d = steady_state_start(lat)
+    if d >= len(lat) // 2:
+        return False
+    tail = lat[d:]
+    a, b = np.median(tail[: len(tail) // 2]), np.median(tail[len(tail) // 2:])
+    return bool(abs(b / a - 1) <= tolerance) if a > 0 else False
+
+
+def _warm_up(run_once, config: TimingConfig, clock) -> tuple[int, float, bool]:
+    """Warm-up iterations until MSER-5 finds the second half of them steady."""
+    if config.warmup == 0:  # asked for none: no steady state can be claimed either
+        return 0, 0.0, False
+    lat: list[float] = []
     t0 = clock()
-    for _ in range(config.warmup):
-        run(batch)
-        sync()
-    warmup_s = clock() - t0
-
-    device_before = runner.device_times_ms()
-    n_device_before = len(device_before) if device_before is not None else 0
-
-    latencies = []
-    append = latencies.append
-    start = clock()
-    deadline = start + config.max_duration_s
-    truncated = False
+    chunk = max(config.warmup, 5)
     while True:
+        for _ in range(chunk if lat else max(config.warmup, 1)):
+            lat.append(run_once())
+        elapsed = clock() - t0
+        steady = _steady(lat)
+        if steady and len(lat) >= max(config.warmup, 2 * chunk):
+            return len(lat), elapsed, True
+        if elapsed >= config.warmup_max_s:
+            return len(lat), elapsed, steady
+
+
+def _repeat(window, config: TimingConfig, probe_factory, clock):
+    return repeat_until_precise(window, min_reps=config.repetitions, max_reps=config.max_repetitions,
+                                target_rel_halfwidth=config.target_rel_halfwidth,
+                                time_budget_s=min(config.budget_s, config.max_duration_s),
+                                contention_threshold=config.contention_threshold, max_redo=config.max_redo,
+                                deadline_s=config.max_duration_s, probe_factory=probe_factory, clock=clock)
+
+
+def _measure_device(own, batch: np.ndarray, config: TimingConfig, scope: str, clock, probe_factory) -> Timing:
+    """A runner that times itself (trtexec runs its own warm-up and timed loop in
+    one process) has `measure_device(batch, config)`, returning each inference's
+    device time in ms: one call per repetition, each a separate process."""
+    bs = int(batch.shape[0])
+    per_iter, per_s = config.per_repetition()
+    rep_cfg = replace(config, min_iterations=per_iter, min_duration_s=per_s)
+    warm: dict = {}
+
+    def window():
+        got = own(batch, rep_cfg)
+        lat = [ms / 1e3 for ms in got["device_ms"]]
+        warm.setdefault("first", lat)
+        warm["n"] = warm.get("n", 0) + got.get("warmup_iterations", 0)
+        warm["s"] = warm.get("s", 0.0) + got.get("warmup_s", 0.0)
+        return bs * len(lat) / float(sum(lat)), {"latencies_s": lat}
+
+    start = clock()
+    rr = _repeat(window, config, probe_factory, clock)
+    return _timing(rr, batch_size=bs, timing_scope=scope,
+                   warmup=(warm.get("n", 0), warm.get("s", 0.0), _steady(warm.get("first", []))),
+                   duration_s=clock() - start, config=config)
+
+
+def measure(runner, batch: np.ndarray, config: TimingConfig, *, clock=time.perf_counter,
+            probe_factory=InterferenceProbe) -> Timing:
+    """Time `runner.run(batch)` + `runner.synchronize()` under `config`."""
+    own = getattr(runner, "measure_device", None)
+    if own is not None:
+        return _measure_device(own, batch, config, runner.timing_scope, clock, probe_factory)
+    run, sync = runner.run, runner.synchronize
+    bs = int(batch.shape[0])
+
+    def run_once() -> float:
         a = clock()
         run(batch)
         sync()
-        b = clock()
-        append(b - a)
-        if len(latencies) >= config.min_iterations and b - start >= config.min_duration_s:
-            break
-        if b >= deadline:
-            truncated = len(latencies) < config.min_iterations
-            break
-    duration = clock() - start
+        return clock() - a
 
+    warm_n, warm_s, steady = _warm_up(run_once, config, clock)
+    min_iter, min_s = config.per_repetition()
     scope = runner.timing_scope
-    if scope == "device":
-        device_ms = runner.device_times_ms() or []
-        device_ms = device_ms[n_device_before:] if n_device_before else device_ms
-        if len(device_ms) != len(latencies):
-            raise RuntimeError(f"{runner.name} reported {len(device_ms)} device times for {len(latencies)} runs")
-        latencies = [ms / 1e3 for ms in device_ms]
-    return summarize(latencies, batch_size=int(batch.shape[0]), timing_scope=scope,
-                     warmup_iterations=config.warmup, warmup_s=warmup_s, duration_s=duration,
-                     truncated=truncated)
+    start = clock()
+    deadline = start + config.max_duration_s
+
+    def window():
+        device_before = runner.device_times_ms()
+        n_before = len(device_before) if device_before is not None else 0
+        lat = []
+        w0 = clock()
+        while True:
+            lat.append(run_once())
+            now = clock()
+            if (len(lat) >= min_iter and now - w0 >= min_s) or now >= deadline:
+                break
+        if scope == "device":
+            device_ms = (runner.device_times_ms() or [])[n_before:]
+            if len(device_ms) != len(lat):
+                raise RuntimeError(f"{runner.name} reported {len(device_ms)} device times for {len(lat)} runs")
+            lat = [ms / 1e3 for ms in device_ms]
+        busy = float(sum(lat))
+        return (bs * len(lat) / busy if busy > 0 else float("inf")), {"latencies_s": lat}
+
+    rr = _repeat(window, config, probe_factory, clock)
+    return _timing(rr, batch_size=bs, timing_scope=scope, warmup=(warm_n, warm_s, steady),
+                   duration_s=clock() - start, config=config)
+
+
+def _timing(rr, *, batch_size: int, timing_scope: str, warmup: tuple, duration_s: float,
+            config: TimingConfig) -> Timing:
+    kept = rr.used
+    used = {id(r) for r in kept}
+    lat_ms = np.asarray([x * 1e3 for r in kept for x in r.extra["latencies_s"]], dtype=np.float64)
+    p50_ci = median_ci([float(np.percentile(np.asarray(r.extra["latencies_s"]) * 1e3, 50)) for r in kept])
+    reps = [{"throughput_ips": r.value, "iterations": len(r.extra["latencies_s"]), "duration_s": r.duration_s,
+             "latency_ms_p50": float(np.percentile(np.asarray(r.extra["latencies_s"]) * 1e3, 50)),
+             "contended": r.contended, "kept": r.kept, "used": id(r) in used,
+             "interference": r.interference.as_dict() if r.interference is not None else None}
+            for r in rr.reps]
+    stats = _percentiles(lat_ms)
+    warm_n, warm_s, steady = warmup
+    return Timing(
+        batch_size=batch_size, timing_scope=timing_scope, warmup_iterations=warm_n, warmup_s=warm_s,
+        warmup_steady=steady, iterations=int(lat_ms.size), duration_s=duration_s, throughput_ips=rr.median,
+        throughput_ci_lo=rr.ci_lo, throughput_ci_hi=rr.ci_hi, throughput_rel_halfwidth=rr.rel_halfwidth,
+        ci_method=rr.ci_method, repetitions=reps, contended=rr.contended, n_contended=rr.n_contended,
+        stopped_by=rr.stopped_by, precise=rr.rel_halfwidth <= config.target_rel_halfwidth,
+        latency_ms_p50_ci_lo=p50_ci.lo, latency_ms_p50_ci_hi=p50_ci.hi, **stats,
+        unstable=bool(stats["cv"] >= UNSTABLE_CV), truncated=len(rr.kept) < config.repetitions,
+        latencies_ms=[round(float(x), 6) for x in lat_ms],
+    )
+
+
+def summarize(repetitions_s: list[list[float]], *, batch_size: int, timing_scope: str,
+              contended: list[bool] | None = None, warmup_iterations: int = 0) -> Timing:
+    """A Timing from given repetitions (lists of per-iteration seconds): what
+    `measure` reports, for results measured elsewhere (imported logs) and tests."""
+    if not repetitions_s or not all(len(r) for r in repetitions_s):
+        raise ValueError("no timed iterations")
+    flags = contended or [False] * len(repetitions_s)
+    reps = [Rep(batch_size * len(r) / float(sum(r)), {"latencies_s": list(r)}, None, c, True, float(sum(r)))
+            for r, c in zip(repetitions_s, flags)]
+    clean = [r for r in reps if not r.contended]
+    basis = clean if len(clean) >= min(3, len(reps)) else reps
+    ci = median_ci([r.value for r in basis])
+    rr = RepeatResult(ci.median, ci.lo, ci.hi, ci.rel_halfwidth, reps, sum(flags), 0,
+                      contended=not clean or sum(flags) > len(reps) / 2, stopped_by="given", ci_method=ci.method,
+                      elapsed_s=sum(r.duration_s for r in reps), basis="clean" if basis is clean else "kept")
+    return _timing(rr, batch_size=batch_size, timing_scope=timing_scope, warmup=(warmup_iterations, 0.0, True),
+                   duration_s=rr.elapsed_s, config=TimingConfig(repetitions=len(reps)))

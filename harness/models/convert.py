@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from harness.errors import ExitCode, UserError
@@ -30,7 +31,6 @@ def convert(pth: str | Path, arch: str, out: str | Path, num_classes: int | None
 
 
 def main(argv=None) -> int:
-    import argparse
 
     p = argparse.ArgumentParser(prog="python -m harness.models.convert",
                                 description="Convert a timm/Cadene PyTorch .pth into a mindcv-named MindSpore .ckpt")

@@ -17,6 +17,8 @@ import pathlib
 import shutil
 import tempfile
 
+import numpy as np
+
 from harness.errors import UserError
 from harness.fsio import move_into_place
 from harness.models import weights
@@ -108,7 +110,6 @@ def reinit_well_scaled(net, seed: int) -> None:
     BatchNorm statistics away from identity give logits of realistic scale.
     """
     import mindspore as ms
-    import numpy as np
     from mindspore import nn
 
     rng = np.random.default_rng(seed)
@@ -169,7 +170,6 @@ def predict(net, x):
 
     """
     import mindspore as ms
-    import numpy as np
 
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 4:
@@ -231,7 +231,6 @@ def export(net, input_shape: tuple[int, ...], fmt: str, out_path) -> pathlib.Pat
     writes into never touches the caller's folder.
     """
     import mindspore as ms
-    import numpy as np
 
     fmt_u = str(fmt).upper()
     if fmt_u not in _FORMATS:

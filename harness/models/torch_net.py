@@ -13,9 +13,12 @@ on a host without them.
 
 from __future__ import annotations
 
+import difflib
 import shutil
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from harness.errors import UserError
 from harness.fsio import move_into_place
@@ -53,7 +56,6 @@ def build_model(arch: str, num_classes: int = 1000, checkpoint: str | Path | Non
     try:
         model = timm.create_model(name, pretrained=False, num_classes=num_classes)
     except RuntimeError as exc:  # timm: "Unknown model (...)"
-        import difflib
 
         near = difflib.get_close_matches(name, timm.list_models(), n=3)
         raise UserError(f"timm has no model {name!r} ({exc})" + (f"; did you mean {near}?" if near else ""),
@@ -83,7 +85,6 @@ def build_model(arch: str, num_classes: int = 1000, checkpoint: str | Path | Non
 
 def predict(model, x):
     """Logits of a torch model for a float32 NCHW numpy array, as numpy."""
-    import numpy as np
 
     torch, _ = _need_torch()
     with torch.no_grad():

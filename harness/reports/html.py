@@ -13,6 +13,8 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+
+from harness.analysis.comparability import is_null
 from harness.analysis.regression import evaluate
 from harness.analysis.verdicts import verdicts_of
 from harness.config.baselines import MODELS, BaselinesFile, load_baselines
@@ -101,10 +103,18 @@ def _documented_throughput(bf, model: str) -> dict[tuple, list]:
     return dict(sorted(groups.items(), key=lambda kv: (_device_rank(kv[0][0]), str(kv[0][1:]))))
 
 
+def _halfwidth(m: dict) -> str | None:
+    """The 95% interval's half-width over repetitions, as shown beside the value."""
+    lo, hi = m.get("throughput_ci_lo"), m.get("throughput_ci_hi")
+    if not all(isinstance(x, (int, float)) for x in (lo, hi)):
+        return None
+    return _num((hi - lo) / 2, ".2f")
+
+
 def _throughput(results: list[Result], bf, model: str, run_label) -> dict | None:
     measured = defaultdict(dict)
     for r in results:
-        if r.stage == "throughput" and r.batch_size is not None:
+        if r.stage == "throughput" and r.batch_size is not None and not is_null(r):  # no inference: not published
             measured[(r.device, _series_name(r))][r.batch_size] = r
     documented = _documented_throughput(bf, model)
     if not measured and not documented:
@@ -118,7 +128,7 @@ def _throughput(results: list[Result], bf, model: str, run_label) -> dict | None
         best = max(pts, key=pts.get) if pts else None
         col = {"kind": "measured", "label": name, "family": device, "device": device_label(device),
                "scope": "/".join(scopes) or "not recorded", "cells": {}, "detail": "", "source": [],
-               "best": f"bs{best} ({_num(pts[best], '.2f')})" if best else "—"}
+               "best": f"bs{best} ({_num(pts[best], '.2f')})" if best else "—", "results": cells}
         for bs, r in cells.items():
             v = pts.get(bs)
             title = [f"{r.case}: {r.status}", r.reason, f"run {run_label(r.run_id)}"]
@@ -126,6 +136,8 @@ def _throughput(results: list[Result], bf, model: str, run_label) -> dict | None
             title += [f"vs {x['id']} ({x['value']} {x['unit']}): {x['verdict']}" for x in verdicts]
             col["cells"][bs] = {
                 "value": _num(v, ".2f") if v is not None else None, "status": r.status,
+                "pm": _halfwidth(r.metrics), "contended": bool(r.metrics.get("contended")),
+                "imprecise": r.metrics.get("precise") is False,
                 "scope": r.timing_scope if r.timing_scope and len(scopes) > 1 else None,
                 "vs": ", ".join(f"{x['verdict']} vs doc {x['value']}" for x in verdicts),
                 "note": r.reason if r.status in ("failed", "error") else "",
@@ -148,6 +160,7 @@ def _throughput(results: list[Result], bf, model: str, run_label) -> dict | None
             title = [b.id, f"{src.document} / {src.section}", f"printed: {src.quote}" if src.quote else "",
                      src.software or "", src.note or ""]
             col["cells"][bs] = {"value": _doc(b.value), "status": "documented", "scope": None, "vs": "",
+                                "pm": None, "contended": False, "imprecise": False,
                                 "note": "", "title": "\n".join(" ".join(t.split()) for t in title if t),
                                 "best": bs == best, "unstable": False}
         col["source"] = sorted({f"{b.source.document} / {b.source.section}" for b in entries})
@@ -181,7 +194,8 @@ def _latency(results: list[Result], run_label) -> list[dict]:
         rows.append({
             "case": r.case, "device": device_label(r.device), "batch_size": r.batch_size,
             "runner": " ".join(x for x in (r.runner, r.runner_version) if x), "scope": r.timing_scope or "—",
-            "throughput": _num(m.get("throughput_ips"), ".2f"), "p50": _ms(m.get("latency_ms_p50")),
+            "throughput": _num(m.get("throughput_ips"), ".2f") + (" (null runner: no inference)" if is_null(r) else ""),
+            "p50": _ms(m.get("latency_ms_p50")),
             "p90": _ms(m.get("latency_ms_p90")), "p99": _ms(m.get("latency_ms_p99")),
             "cv": _num(100 * m["cv"], ".1f") + "%" if m.get("cv") is not None else "—",
             "unstable": bool(m.get("unstable")), "truncated": bool(m.get("truncated")),
@@ -297,8 +311,8 @@ def _latency_series(results: list[Result]) -> list[dict]:
     pts = defaultdict(dict)
     for r in results:
         v = r.metrics.get("latency_ms_p50")
-        if r.stage == "throughput" and r.batch_size and isinstance(v, (int, float)) and r.status in ("passed",
-                                                                                                   "failed"):
+        if (r.stage == "throughput" and r.batch_size and isinstance(v, (int, float))
+                and r.status in ("passed", "failed") and not is_null(r)):
             pts[(r.device, _series_name(r), r.timing_scope)][r.batch_size] = v
     return [{"label": f"{name} ({scope or 'scope not recorded'})", "device": device, "documented": False,
              "points": sorted(p.items())}
@@ -358,6 +372,8 @@ def build_context(store_path, baselines=None, *, run_id: str | None = None,
 
 
 def _environment_jinja():
+    # jinja2 is imported when a page is rendered, so that the pytest plugin,
+    # which imports harness.reports, keeps pytest's start-up light
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     return Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True,
@@ -368,7 +384,7 @@ def render_report(store_path, baselines=None, *, run_id: str | None = None,
                   generated_at: datetime | None = None) -> str:
     """The report page as a string. `baselines`: a path to baselines.yaml, a
     loaded BaselinesFile, or None (then only figures stored with results show)."""
-    from markupsafe import Markup
+    from markupsafe import Markup  # with jinja2, at render time
 
     ctx = build_context(store_path, baselines, run_id=run_id, generated_at=generated_at)
     for m in ctx["models"]:

@@ -30,6 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.analysis.comparability import comparable, is_null
 from harness.errors import UserError
 from harness.fsio import write_text
 from harness.results.history import run_order
@@ -100,7 +101,7 @@ def _md(header: list[str], rows: list[list[str]], align: list[str]) -> str:
     return "\n".join(out)
 
 
-# -- columns: {label: {"family": device, "values": {bs: (value_str, value_float)}}} -----------------
+# -- columns: {label: {"family": device, "values": {bs: (value_str, value_float, baseline or result)}}} ---
 def _documented_columns(bf, p, metric: str) -> dict:
     cols: dict[str, dict] = {}
     for b in bf.baselines:
@@ -111,8 +112,24 @@ def _documented_columns(bf, p, metric: str) -> dict:
         label = b.device_model or SHORT.get(b.device, b.device)
         col = cols.setdefault(label, {"family": b.device, "values": defaultdict(list)})
         key = b.batch_size if b.batch_size else ("best" if b.id.endswith("best_bs") else "-")
-        col["values"][key].append((_doc(b.value), b.value))
+        col["values"][key].append((_doc(b.value), b.value, b))
     return cols
+
+
+def _measured_text(m: dict, metric: str, v: float, stage: str) -> str:
+    """A measured cell: throughput as value ± the 95% interval's half-width over
+    repetitions (where one was measured), marked when contended or imprecise."""
+    if stage != "throughput":
+        return f"{v:.3f}"
+    text = f"{v:.2f}"
+    lo, hi = m.get("throughput_ci_lo"), m.get("throughput_ci_hi")
+    if metric == "throughput_ips" and all(isinstance(x, (int, float)) for x in (lo, hi)):
+        text += f" ± {(hi - lo) / 2:.2f}"
+    if m.get("contended"):
+        text += " (contended)"
+    elif m.get("precise") is False:
+        text += " (imprecise)"
+    return text
 
 
 def _measured_columns(history, p, metric: str, stage: str) -> dict:
@@ -121,7 +138,7 @@ def _measured_columns(history, p, metric: str, stage: str) -> dict:
 
     for r in sorted(history.results, key=lambda r: (run_order(runs.get(r.run_id, {})), r.created_at)):
         if (r.model == p["model"] and r.stage == stage and r.status == "passed" and r.batch_size
-                and runs.get(r.run_id, {}).get("status") == "finished"
+                and runs.get(r.run_id, {}).get("status") == "finished" and not is_null(r)
                 and isinstance(r.metrics.get(metric), (int, float))):
             latest[(r.target or r.device, r.batch_size)] = r
     cols: dict[str, dict] = {}
@@ -130,7 +147,7 @@ def _measured_columns(history, p, metric: str, stage: str) -> dict:
             else f"{SHORT.get(r.device, r.device)} ({target})"
         col = cols.setdefault(label, {"family": r.device, "values": defaultdict(list)})
         v = float(r.metrics[metric])
-        col["values"][bs].append((f"{v:.2f}" if stage == "throughput" else f"{v:.3f}", v))
+        col["values"][bs].append((_measured_text(r.metrics, metric, v, stage), v, r))
     return cols
 
 
@@ -142,12 +159,42 @@ def _order(cols: dict, p) -> list[str]:
 
 def _cell(col, key) -> str:
     vals = col["values"].get(key) or []
-    return " / ".join(dict.fromkeys(s for s, _ in vals)) if vals else "—"
+    return " / ".join(dict.fromkeys(v[0] for v in vals)) if vals else "—"
 
 
 def _one(col, key):
     vals = col["values"].get(key) or []
     return vals[0][1] if len(vals) == 1 else None
+
+
+def _item(col, key):
+    vals = col["values"].get(key) or []
+    return vals[0][2] if len(vals) == 1 else None
+
+
+def _scope(col) -> str | None:
+    scopes = {getattr(v[2], "timing_scope", None) for vals in col["values"].values() for v in vals}
+    return scopes.pop() if len(scopes) == 1 else None
+
+
+class _Ratios:
+    """Ratio cells, only where comparability.comparable holds for the two
+    figures divided; the reasons it did not (or the assumption it rests on)
+    become the table's notes."""
+
+    def __init__(self):
+        self.notes: dict[str, list[str]] = defaultdict(list)
+
+    def cell(self, head: str, a, b, va, vb) -> str:
+        if va is None or not vb:
+            return "—"
+        ok, why = comparable(a, b)
+        if why and why not in self.notes[head]:
+            self.notes[head].append(("not comparable: " if not ok else "") + why)
+        return f"{va / vb:.4f}" if ok else "n/c"
+
+    def text(self) -> str:
+        return "".join(f" {head}: {'; '.join(ws)}." for head, ws in self.notes.items() if ws)
 
 
 def _ratio_pairs(bf, p, names, cols) -> list[tuple[str, str]]:
@@ -177,30 +224,41 @@ def throughput_table(p, bf, history) -> str:
     if not names:
         return f"_No {p['source']} throughput figures for {p['model']}._"
     pairs = _ratio_pairs(bf, p, names, cols)
+    heads = []
+    for a, b in pairs:
+        sa, sb = _scope(cols[a]), _scope(cols[b])
+        heads.append(f"{a.split(' ')[0]}/{b.split(' ')[0]}" + (f" ({sa} scope)" if sa and sa == sb else ""))
+    ratios = _Ratios()
     sizes = sorted({k for n in names for k in cols[n]["values"] if isinstance(k, int)})
     rows = []
     for bs in sizes:
         row = [f"bs{bs}"] + [_cell(cols[n], bs) for n in names]
-        for a, b in pairs:
-            va, vb = _one(cols[a], bs), _one(cols[b], bs)
-            row.append(f"{va / vb:.4f}" if va is not None and vb else "—")
+        for head, (a, b) in zip(heads, pairs):
+            row.append(ratios.cell(head, _item(cols[a], bs), _item(cols[b], bs), _one(cols[a], bs), _one(cols[b], bs)))
         rows.append(row)
-    best_row, best_val = ["best bs"], {}
+    best_row, best_at = ["best bs"], {}
     for n in names:
         pts = {bs: _one(cols[n], bs) for bs in sizes if _one(cols[n], bs) is not None}
         if pts:
             bs = max(pts, key=pts.get)
-            best_val[n] = pts[bs]
+            best_at[n] = bs
             best_row.append(f"{_cell(cols[n], bs)} (bs{bs})")
         else:
             best_row.append("—")
-    for a, b in pairs:
-        best_row.append(f"{best_val[a] / best_val[b]:.4f}" if a in best_val and best_val.get(b) else "—")
+    for head, (a, b) in zip(heads, pairs):
+        if a in best_at and b in best_at:
+            ba, bb = best_at[a], best_at[b]
+            best_row.append(ratios.cell(head, _item(cols[a], ba), _item(cols[b], bb), _one(cols[a], ba),
+                                        _one(cols[b], bb)))
+        else:
+            best_row.append("—")
     rows.append(best_row)
-    header = ["bs"] + names + [f"{a.split(' ')[0]}/{b.split(' ')[0]}" for a, b in pairs]
+    header = ["bs"] + names + heads
     note = ("Documented figures from baselines.yaml" if p["source"] == "documented"
-            else "Measured by the harness (newest passed result per case)")
-    note += "; ratio columns divide the two columns' figures; the best bs row holds each column's highest figure."
+            else "Measured by the harness (newest passed result per case; null-runner results left out)")
+    note += ("; ratio columns divide the two columns' figures where they are comparable (same timing scope, "
+             "model and preprocessing; n/c where not); the best bs row holds each column's highest figure.")
+    note += ratios.text()
     return _md(header, rows, [":---:"] + [":---"] * (len(header) - 1)) + f"\n\n_{note}_"
 
 
@@ -222,7 +280,7 @@ def accuracy_table(p, bf, history) -> str:
             rows.append([f"{label} {metric.capitalize()}".strip()]
                         + [_cell(cols[n], k) if n in cols else "—" for n in names])
     src = "Documented figures from baselines.yaml (%)" if p["source"] == "documented" \
-        else "Measured by the harness (%, newest passed result per case)"
+        else "Measured by the harness (%, newest passed result per case; null-runner results left out)"
     return _md([""] + names, rows, [":---:"] + [":---:"] * len(names)) + f"\n\n_{src}._"
 
 

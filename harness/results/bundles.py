@@ -4,7 +4,10 @@
   `harness bundle` (JSON: its runs and results): merged without duplicates,
   each run keeping its own environment (host, devices), so cross-device
   claims can be evaluated from figures measured on different machines;
-- ais_bench `*_summary.json` files from runs made by hand (device scope);
+- ais_bench results of runs made by hand (device scope): its `*_summary.json`
+  or its console log, of any release (harness.runners.ais_bench_io);
+- saved trtexec logs (TensorRT, device scope: 1000 x batch / GPU Compute Time
+  mean), one result per run in the log (a sweep holds several);
 - the documents' published throughput tables (baselines.yaml), stored as
   results with `metrics.origin: "published"`, so reports can set measured
   figures beside published ones.
@@ -19,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import platform
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,10 +32,14 @@ from harness.models.cache import sha256_file
 from harness.results import Result
 from harness.results.store import Store
 from harness.runners import ais_bench_io as out
+from harness.runners import trtexec_io
+from harness.runners.trtexec import run_metrics
 
 BUNDLE_FORMAT = "harness-results-bundle"
 BUNDLE_VERSION = 1
 _FIELDS = {f.name for f in dataclasses.fields(Result)}
+# what tells an ais_bench console log (every release) from other text
+_AIS_BENCH_LOG = re.compile(r"NPU_compute_time|throughput\s*\(?\s*1000|summary throughput:", re.IGNORECASE)
 
 
 @dataclasses.dataclass
@@ -124,10 +132,11 @@ def ais_bench_result(summary_path: str | Path, *, model: str, device: str, batch
                      source_sha256: str | None = None, preprocessing: str | None = None,
                      precision: str | None = None, runner_version: str | None = None,
                      run_id: str) -> Result:
-    s = out.parse_summary_json(summary_path)
+    s = out.read_summary(summary_path, batch_size=batch_size)
     b = batch_size or (int(s.batch_size) if s.batch_size else None)
     if not b:
-        raise UserError("the summary's args name no batch size", path=summary_path,
+        raise UserError("the file names no batch size (no --batchsize/--dymBatch in the summary's args, no "
+                        "batch in the throughput line)", path=summary_path,
                         fix="pass --batch-size (the batch the OM was converted for)")
     if artifact_sha256 is None:
         om = s.args.get("model")
@@ -138,7 +147,8 @@ def ais_bench_result(summary_path: str | Path, *, model: str, device: str, batch
         raise UserError("no throughput in the summary and no NPU compute time to derive it from",
                         path=summary_path)
     metrics.update(origin="measured", imported_from=str(Path(summary_path).resolve()), device_model=device_model,
-                   source_sha256=source_sha256, ais_bench_args=s.args)
+                   source_sha256=source_sha256, ais_bench_args=s.args, ais_bench_variant=s.variant,
+                   ais_bench_warnings=s.warnings or None)
     metrics = {k: v for k, v in metrics.items() if v is not None}
     return Result(model=model, case=f"throughput[imported-ais_bench-{device}-bs{b}]", stage="throughput",
                   status="passed", device=device, target="imported-ais_bench", runner="ais_bench",
@@ -171,6 +181,80 @@ def import_ais_bench(store: Store, summaries: list[str | Path], *, host: str | N
                               "device_details": {kw.get("device", "?"): kw.get("device_model") or ""}}}) is False:
         return ImportReport(results_skipped=len(results))
     return _add_all(store, [], results)
+
+
+# -- trtexec logs -----------------------------------------------------------------
+_TRTEXEC_PRECISION = (("--int8", "int8"), ("--best", "mixed"), ("--fp16", "fp16"))
+
+
+def trtexec_results(log_path: str | Path, *, model: str, device: str, batch_size: int | None = None,
+                    device_model: str | None = None, source_sha256: str | None = None,
+                    preprocessing: str | None = None, precision: str | None = None, run_id: str) -> list[Result]:
+    """One throughput Result per run in a saved trtexec log."""
+    p = Path(log_path)
+    text = p.read_text(encoding="utf-8", errors="replace")
+    runs = trtexec_io.parse_trtexec_runs(text, batch_size, where=str(p))
+    if not runs:
+        trtexec_io.parse_trtexec_log(text, batch_size, where=str(p))  # raises, naming the file
+    out_ = []
+    for r in runs:
+        b = r["batch_size"]
+        if not b or not r["throughput_ips"]:
+            raise UserError("the trtexec log names no batch size (no --shapes, --batch or input shape)", path=p,
+                            fix="pass --batch-size (the batch of one inference)")
+        onnx = r["options"].get("onnx")
+        src = source_sha256
+        if src is None and isinstance(onnx, str) and Path(onnx).is_file():
+            src = sha256_file(Path(onnx))
+        prec = precision or next((name for flag, name in _TRTEXEC_PRECISION if flag in r["precision_flags"]),
+                                 "fp32" if r["command"] else None)
+        gct = r["gpu_compute_time_ms"]
+        metrics = {"throughput_ips": r["throughput_ips"], "latency_ms_mean": gct.get("mean"),
+                   "latency_ms_min": gct.get("min"), "latency_ms_max": gct.get("max"),
+                   "latency_ms_p50": gct.get("median"), "latency_ms_p90": gct.get("p90"),
+                   "latency_ms_p99": gct.get("p99"), **run_metrics(r), "origin": "measured",
+                   "imported_from": str(p.resolve()), "source_sha256": src,
+                   "device_model": device_model or r.get("gpu_model")}
+        metrics = {k: v for k, v in metrics.items() if v is not None}
+        out_.append(Result(
+            model=model, case=f"throughput[imported-trtexec-{device}-bs{b}]", stage="throughput", status="passed",
+            device=device, target="imported-trtexec", runner="trtexec",
+            runner_version=f"TensorRT {r['tensorrt_version'] or 'unknown'}", batch_size=b, precision=prec,
+            timing_scope="device", artifact_sha256=src, artifact_format="onnx", preprocessing=preprocessing,
+            metrics=metrics, reason=f"{r['throughput_ips']:.2f} img/s (trtexec GPU Compute Time, imported)",
+            run_id=run_id))
+    return out_
+
+
+def import_trtexec(store: Store, logs: list[str | Path], *, host: str | None = None, **kw) -> ImportReport:
+    """One imported run holding the throughput results of saved trtexec logs;
+    its id comes from the logs' contents, so importing them again adds nothing."""
+    h = hashlib.sha256()
+    for p in logs:
+        try:
+            h.update(Path(p).read_bytes())
+        except OSError as exc:
+            raise UserError(f"cannot read: {exc.strerror}", path=p) from None
+    h.update(json.dumps(kw, sort_keys=True, default=str).encode())
+    run_id = f"import-trtexec-{h.hexdigest()[:12]}"
+    created = _now()
+    results = [r for p in logs for r in trtexec_results(p, run_id=run_id, **kw)]
+    for r in results:
+        r.created_at = created
+    gpu = kw.get("device_model") or next((r.metrics.get("device_model") for r in results), "")
+    if store.add_run({"run_id": run_id, "started_at": created, "finished_at": created, "status": "imported",
+                      "argv": ["harness", "import", *map(str, logs)],
+                      "env": {"hostname": host or "unknown (imported trtexec log)", "imported_by": platform.node(),
+                              "devices": {kw.get("device", "?"): True},
+                              "device_details": {kw.get("device", "?"): gpu or ""}}}) is False:
+        return ImportReport(results_skipped=len(results))
+    rep = _add_all(store, [], results)
+    rep.runs_added = 1
+    return rep
+
+
+def looks_like_trtexec(text: str) -> bool:
+    return "TensorRT.trtexec" in text or bool(trtexec_io.parse_trtexec_runs(text))
 
 
 # -- published tables -----------------------------------------------------------
@@ -223,11 +307,22 @@ def sniff(path: str | Path) -> str:
     if head == b"SQLite format 3\x00":
         return "store"
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UserError("neither a results store nor JSON", path=p,
-                        fix="pass a results store (.sqlite), a `harness bundle` file or an ais_bench "
-                            "*_summary.json") from None
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError("neither a results store nor text", path=p,
+                        fix="pass a results store (.sqlite), a `harness bundle` file, an ais_bench "
+                            "*_summary.json or console log, or a saved trtexec log") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        if looks_like_trtexec(text):
+            return "trtexec"
+        if _AIS_BENCH_LOG.search(text):
+            return "ais_bench"
+        raise UserError("neither a results store, JSON, an ais_bench console log (no NPU_compute_time "
+                        "statistics, throughput line or summary throughput) nor a trtexec log", path=p,
+                        fix="pass a results store (.sqlite), a `harness bundle` file, an ais_bench "
+                            "*_summary.json or console log, or a saved trtexec log") from None
     if isinstance(doc, dict) and doc.get("format") == BUNDLE_FORMAT:
         return "bundle"
     if isinstance(doc, dict) and "NPU_compute_time" in doc:

@@ -9,6 +9,7 @@ from pathlib import Path
 from harness.errors import UserError
 from harness.results.record import Result
 from harness.results.db import redact_text
+from harness.results.identity import machine_class
 from harness.results.store import Store, default_path, redact
 from harness.vocab import HOST_DEVICE
 
@@ -139,28 +140,34 @@ class _reading:
 
 
 def _gate_records(store: Store, history: History, depth: int) -> list[Result]:
+    """The gate's share of one store. The gate holds a candidate case against the
+    newest `depth` clean results of the same case on the same machine class (and,
+    on the CPU, the same worker count) whose benchmark key matches; here every
+    such group keeps its newest 2 x `depth` clean rows (the spare for keys that
+    differ inside a group), and a group whose kept rows include a truncated or
+    contended result is read whole."""
     runs, cands = history.runs, set(history.candidates or [])
     start = min((run_order(runs[c]) for c in cands if c in runs), default=("", 0))
+    mclass = {rid: machine_class(run.get("env")) for rid, run in runs.items()}
     keep: set[int] = set()
     groups: dict[tuple, list] = defaultdict(list)
-    for rid_, run_id, ikey, status, device in store.index_rows():
+    for row_id, run_id, model, case, status, device in store.index_rows():
         run = runs.get(run_id)
         if run_id in cands:
-            keep.add(rid_)
+            keep.add(row_id)
         elif run is None or run_order(run) >= start:
             continue  # never in the gate's pool
         elif run.get("status") != "finished":
-            keep.add(rid_)  # never a reference, but the gate says which runs it left out
+            keep.add(row_id)  # never a reference, but the gate says which runs it left out
         elif status == "passed":
             workers = int((run.get("env") or {}).get("workers") or 1) if device == HOST_DEVICE else 1
-            groups[(ikey, workers)].append((run_order(run), rid_))
+            groups[(model, case, mclass[run_id], workers)].append((run_order(run), row_id))
+    cut = 2 * depth
     for g in groups.values():
         g.sort(reverse=True)
-        keep.update(i for _, i in g[:depth + _SPARE])
-    records = store.records(keep)
-    # a group whose newest rows hold too many truncated results: read the rest of it
-    truncated = {r.run_id for r in records if r.metrics.get("truncated")}
-    if truncated:
-        more = {i for g in groups.values() if len(g) > depth + _SPARE for _, i in g[depth + _SPARE:]}
-        records = store.records(keep | more)
-    return records
+        keep.update(i for _, i in g[:cut])
+    ids = sorted(keep)
+    records = store.records(ids)
+    unclean = {i for i, r in zip(ids, records) if r.metrics.get("truncated") or r.metrics.get("contended")}
+    more = {i for g in groups.values() if len(g) > cut and unclean & {j for _, j in g[:cut]} for _, i in g[cut:]}
+    return store.records(keep | more) if more else records

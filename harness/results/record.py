@@ -10,8 +10,9 @@ from datetime import datetime, timezone
 
 STATUSES = ("passed", "failed", "skipped", "error")
 
-# What makes two figures comparable: the same model artifact, preprocessed the
-# same way, on the same runner/device/batch/precision, timed over the same scope.
+# The first release's identity (stored as identity_key, used to find duplicates
+# when stores are merged). What the gate follows is the benchmark key, apart
+# from the version under test and the machine: harness.results.identity.
 IDENTITY_FIELDS = ("model", "stage", "artifact_sha256", "preprocessing", "runner", "runner_version", "device",
                    "batch_size", "precision", "timing_scope")
 
@@ -33,6 +34,10 @@ class Result:
     artifact_sha256: str | None = None
     artifact_format: str | None = None
     preprocessing: str | None = None
+    # input side in pixels and the suite file's sha256 (recorded since the
+    # benchmark key / version split; None in results stored before it)
+    input_size: int | None = None
+    suite_sha256: str | None = None
     metrics: dict = field(default_factory=dict)
     # The documented figure this result was held against, with its source and verdict.
     baseline: dict | None = None

@@ -254,11 +254,12 @@ class Store:
             return [Result(**_loads(rec)) for (rec,) in conn.execute(q)]
 
     def index_rows(self) -> list[tuple]:
-        """(id, run_id, identity_key, status, device) of every result, from the
-        columns alone (no JSON): enough to pick which records a command needs."""
+        """(id, run_id, model, case_name, status, device) of every result, from
+        the columns alone (no JSON): enough to pick which records a command needs."""
         c = results_t.c
+        q = sa.select(c.id, c.run_id, c.model, c.case_name, c.status, c.device)
         with self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.select(c.id, c.run_id, c.identity_key, c.status, c.device))]
+            return [tuple(r) for r in conn.execute(q)]
 
     def records(self, ids) -> list[Result]:
         """The results of these row ids, in store order."""

@@ -30,6 +30,7 @@ _BUILTIN = {
     "onnxruntime": "harness.runners.onnxruntime:OnnxRuntimeRunner",
     "mindspore": "harness.runners.mindspore:MindSporeRunner",
     "ais_bench": "harness.runners.ais_bench:AisBenchRunner",
+    "trtexec": "harness.runners.trtexec:TrtexecRunner",
 }
 _REGISTERED: dict[str, type[Runner]] = {}
 

@@ -1,17 +1,13 @@
-"""What ais_bench writes, read back: its console summary, its `*_summary.json`,
-and its output tensors (TXT/NPY), plus the command line that produces them.
+"""What ais_bench writes, read back: its summary JSON (every key set), its
+output tensors (TXT/NPY), and the command line that produces them; plus the
+typed summary (`AisBenchSummary`) the runner uses, over either the JSON or
+the console text (`ais_bench_text`, every console layout).
 
-Written from the formats in REFERENCE.md, accepting every documented variant:
-
-- `throughput 1000*batchsize(B)/NPU_compute_time.mean(M): T` (older releases)
-  and `throughput 1000*batchsize.mean(B)/...` (later ones);
-- the mean-only `NPU_compute_time (ms): mean = X` of multi-thread releases
-  (throughput then follows from the batch size: 1000 x B / X);
-- per-device lines `i:{} device_{} throughput:{} start_time:{} end_time:{}` and
-  the closing `summary throughput:{}` of multi-device runs;
-- `H2D_latency` / `D2H_latency` lines (with `--display_all_summary 1`).
-
-Nothing here needs ais_bench installed: the parsers take text and files.
+`parse_ais_bench_file` tells a console log from a summary JSON by content.
+JSON key sets: `sumary.json` of 2022 (no count), `percentile(99%)` + `count`
+(2023), `mean` + `count` only (multi-thread), `P99` + `count` (current).
+ais_bench stores `args` as `sys.argv`, a list; the batch size is read from
+`--batchsize` / `--batch-size` / `--dymBatch` / `--dym-batch` in it.
 """
 
 from __future__ import annotations
@@ -28,14 +24,15 @@ import numpy as np
 from harness.data.labels import read_label_file
 from harness.errors import UserError
 from harness.metrics import TopK
-
-_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf"
-_STATS_LINE = re.compile(r"\b(NPU_compute_time|H2D_latency|D2H_latency)\s*\(ms\)\s*:\s*(.*)$")
-_STAT_PAIR = re.compile(rf"(min|max|mean|median|percentile\(\d+%\)|count)\s*=\s*({_NUM})")
-_THROUGHPUT = re.compile(
-    rf"throughput\s+1000\*batchsize(?:\.mean)?\(({_NUM})\)\s*/\s*NPU_compute_time\.mean\(({_NUM})\)\s*:\s*({_NUM})")
-_PER_DEVICE = re.compile(rf"i:(\d+)\s+device_(\d+)\s+throughput:({_NUM})\s+start_time:(\S+)\s+end_time:(\S+)")
-_SUMMARY_THROUGHPUT = re.compile(rf"summary throughput:\s*({_NUM})")
+from harness.runners.ais_bench_text import (
+    _Block,
+    _block_figures,
+    _close,
+    _result_dict,
+    _scan,
+    _stat_key,
+    parse_ais_bench_text,
+)
 
 STAT_KEYS = {"min": "min", "max": "max", "mean": "mean", "median": "median", "percentile(99%)": "p99",
              "count": "count"}
@@ -43,7 +40,7 @@ STAT_KEYS = {"min": "min", "max": "max", "mean": "mean", "median": "median", "pe
 
 @dataclass
 class Stats:
-    """One `... (ms): min = .., max = .., mean = ..` line or summary-JSON block."""
+    """One `... (ms): min = .., max = .., mean = ..` line, table row or summary-JSON block."""
 
     mean: float
     min: float | None = None
@@ -77,6 +74,8 @@ class AisBenchSummary:
     npu_compute_times_ms: list[float] = field(default_factory=list)
     args: dict = field(default_factory=dict)
     source: str = "stdout"
+    variant: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def throughput(self, batch_size: int | None = None) -> float | None:
         """The run's throughput: the multi-device summary, else the printed
@@ -111,10 +110,145 @@ class AisBenchSummary:
         return {k: v for k, v in out.items() if v is not None}
 
 
-def _num(text: str) -> float:
-    return float(text)
+
+def _argv_options(args) -> dict:
+    """ais_bench writes sys.argv into the summary JSON (a list); older
+    hand-made files hold a dict. Either way -> {option name: value}."""
+    if isinstance(args, dict):
+        return {str(k).lstrip("-"): v for k, v in args.items()}
+    opts: dict = {}
+    if isinstance(args, (list, tuple)):
+        items = [str(a) for a in args]
+        i = 0
+        while i < len(items):
+            a = items[i]
+            if a.startswith("-"):
+                name, eq, val = a.lstrip("-").partition("=")
+                if eq:
+                    opts[name] = val
+                elif i + 1 < len(items) and not items[i + 1].startswith("--"):
+                    opts[name] = items[i + 1]
+                    i += 1
+                else:
+                    opts[name] = True
+            i += 1
+    return opts
 
 
+def _batch_from_args(opts: dict) -> float | None:
+    for key in ("dymBatch", "dym-batch", "dym_batch", "batchsize", "batch-size", "batch_size"):
+        v = opts.get(key)
+        try:
+            b = float(v) if v not in (None, True, "") else None
+        except (TypeError, ValueError):
+            b = None
+        if b and b > 0:
+            return b
+    return None
+
+
+def _json_variant(raw: dict, blocks: dict) -> str:
+    keys = set().union(*(set(b) for b in blocks.values())) if blocks else set()
+    if any(re.fullmatch(r"P\d+(?:\.\d+)?", k) for k in keys):
+        return "json-P99-count"
+    if keys and keys <= {"mean", "count"}:
+        return "json-mean-count-multithread"
+    if "count" in keys:
+        return "json-percentile-count"
+    return "json-sumary-2022"
+
+
+def parse_ais_bench_json(source, *, batch_size: float | None = None, where: str | None = None) -> dict:
+    """Read an ais_bench summary JSON (`<name>_summary.json`, or `sumary.json`
+    of 2022): a path or an already-loaded dict."""
+    if isinstance(source, dict):
+        raw, where = source, where or "ais_bench summary"
+    else:
+        p = Path(source)
+        where = where or str(p)
+        try:
+            raw = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError("ais_bench summary file not found", path=p,
+                            fix="ais_bench writes <output>/<output_dirname>_summary.json; pass that file") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"not JSON: {exc}", path=p, fix="pass the *_summary.json ais_bench wrote") from None
+    if not isinstance(raw, dict) or "NPU_compute_time" not in raw:
+        keys = ", ".join(sorted(raw)[:8]) if isinstance(raw, dict) else type(raw).__name__
+        raise UserError(f"not an ais_bench summary: no 'NPU_compute_time' key (found: {keys})", path=where,
+                        fix="pass the *_summary.json ais_bench wrote beside its output folder")
+    blocks = {k: raw[k] for k in ("NPU_compute_time", "H2D_latency", "D2H_latency") if isinstance(raw.get(k), dict)}
+    stats = {}
+    for k, block in blocks.items():
+        d = {}
+        for key, v in block.items():
+            sk = _stat_key(key)
+            if sk is None or v is None:
+                continue
+            try:
+                d[sk] = float(v)
+            except (TypeError, ValueError):
+                continue
+        stats[k] = d
+    warnings: list[str] = []
+    opts = _argv_options(raw.get("args"))
+    b = _Block(stats={k: v for k, v in stats.items() if v})
+    tp = raw.get("throughput")
+    b.tp_value = float(tp) if tp is not None else None
+    variant = _json_variant(raw, blocks)
+    args_batch = _batch_from_args(opts)
+    npu_mean = stats.get("NPU_compute_time", {}).get("mean")
+    # which formula produced "throughput": 1000*B/M (all but the first release) or 1000/M/B (2022.05)
+    if b.tp_value and npu_mean:
+        if args_batch and _close(b.tp_value, 1000.0 / npu_mean / args_batch) and args_batch != 1:
+            b.tp_form = "inverted"
+        elif args_batch:
+            b.tp_form, b.tp_batch = "batch", args_batch
+        else:
+            b.tp_form = "no_batch"
+    figs = _block_figures(b, batch_size, warnings)
+    if b.tp_form == "batch" and figs["batch_size_source"] == "throughput line":
+        figs["batch_size_source"] = "args in the summary"
+    times = raw.get("npu_compute_time_list") or []
+    durations: list[float] = []
+    for t in times:  # multi-thread runs store [start, end] pairs
+        if isinstance(t, (list, tuple)) and len(t) == 2:
+            durations.append(float(t[1]) - float(t[0]))
+        elif isinstance(t, (int, float)):
+            durations.append(float(t))
+    out = _result_dict(source=where, variant=variant, args=raw.get("args"), npu_compute_times_ms=durations,
+                       features={"display_all_summary": None, "multi_device": False,
+                                 "multi_thread": variant == "json-mean-count-multithread"
+                                 or any(isinstance(t, (list, tuple)) for t in times),
+                                 "dymshape_range": False, "table": False},
+                       warnings=warnings)
+    out.update(figs)
+    if out["npu_compute_time_ms"] is None and out["printed_throughput"] is None:
+        raise UserError("ais_bench summary holds no NPU_compute_time mean and no throughput", path=where,
+                        fix="the run probably failed before timing anything; re-run ais_bench")
+    if out["throughput_ips"] is None and out["printed_throughput"] is not None and out["npu_compute_time_ms"] is None:
+        out["throughput_ips"], out["throughput_source"] = out["printed_throughput"], "printed (unchecked: no mean)"
+    return out
+
+
+def parse_ais_bench_file(path: str | Path, *, batch_size: float | None = None) -> dict:
+    """A console log or a summary JSON, told apart by content."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise UserError("no such file", path=p, fix="pass an ais_bench console log or *_summary.json") from None
+    if text.lstrip().startswith("{"):
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError:
+            raw = None
+        if isinstance(raw, dict):
+            return parse_ais_bench_json(raw, batch_size=batch_size, where=str(p))
+    return parse_ais_bench_text(text, where=str(p), batch_size=batch_size)
+
+
+# -- the first module's API, on top of the above ---------------------------------
 def _stats(pairs: dict[str, float], where: str) -> Stats:
     if "mean" not in pairs:
         raise UserError(f"ais_bench statistics without a mean: {pairs}", path=where,
@@ -124,77 +258,64 @@ def _stats(pairs: dict[str, float], where: str) -> Stats:
                  p99=pairs.get("p99"), count=int(count) if count is not None and math.isfinite(count) else None)
 
 
+def _summary_from(d: dict, where: str) -> AisBenchSummary:
+    s = AisBenchSummary(source=where, variant=d["variant"])
+    for key, attr in (("npu_compute_time_ms", "npu_compute_time"), ("h2d_latency_ms", "h2d_latency"),
+                      ("d2h_latency_ms", "d2h_latency")):
+        st = d.get(key)
+        if st and st.get("mean") is not None:
+            setattr(s, attr, _stats({k: v for k, v in st.items() if v is not None}, where))
+    return s
+
+
 def parse_stdout(text: str, *, where: str = "ais_bench output") -> AisBenchSummary:
     """Read ais_bench's console summary. Raises UserError when it holds no
     performance figure at all (a crashed or foreign run)."""
-    s = AisBenchSummary(source=where)
-    for line in text.splitlines():
-        m = _STATS_LINE.search(line)
-        if m:
-            pairs = {STAT_KEYS[k]: _num(v) for k, v in _STAT_PAIR.findall(m.group(2))}
-            attr = {"NPU_compute_time": "npu_compute_time", "H2D_latency": "h2d_latency",
-                    "D2H_latency": "d2h_latency"}[m.group(1)]
-            setattr(s, attr, _stats(pairs, where))
-            continue
-        m = _THROUGHPUT.search(line)
-        if m:
-            s.batch_size, s.throughput_ips = _num(m.group(1)), _num(m.group(3))
-            if s.npu_compute_time is None:
-                s.npu_compute_time = Stats(mean=_num(m.group(2)))
-            continue
-        m = _PER_DEVICE.search(line)
-        if m:
-            s.per_device.append(DeviceThroughput(int(m.group(1)), int(m.group(2)), _num(m.group(3)),
-                                                 m.group(4), m.group(5)))
-            continue
-        m = _SUMMARY_THROUGHPUT.search(line)
-        if m:
-            s.summary_throughput_ips = _num(m.group(1))
-    if s.npu_compute_time is None and s.throughput_ips is None and s.summary_throughput_ips is None \
-            and not s.per_device:
-        tail = "\n".join(text.strip().splitlines()[-10:]) or "(nothing)"
-        raise UserError(
-            "ais_bench printed no performance summary: expected an 'NPU_compute_time (ms): ... mean = X' line, "
-            "a 'throughput 1000*batchsize...' line or a 'summary throughput:' line; last lines were:\n" + tail,
-            path=where, fix="check that ais_bench ran to the end (its log above says why not)")
+    d = parse_ais_bench_text(text, where=where)
+    blocks, _, _, _ = _scan(text)
+    s = _summary_from(d, where)
+    if blocks:  # multi-device: the last block's statistics, as the first module kept them
+        last = _block_figures(blocks[-1], None, [])
+        for key, attr in (("npu_compute_time_ms", "npu_compute_time"), ("h2d_latency_ms", "h2d_latency"),
+                          ("d2h_latency_ms", "d2h_latency")):
+            st = last.get(key)
+            if st and st.get("mean") is not None:
+                setattr(s, attr, _stats({k: v for k, v in st.items() if v is not None}, where))
+        s.batch_size = last["batch_size"]
+        printed = blocks[-1].tp_form in ("batch", "batch_mean", "no_batch")
+        s.throughput_ips = last["printed_throughput"] if printed else last["throughput_ips"]
+    s.per_device = [DeviceThroughput(e["index"], e["device_id"], e["throughput_ips"], e["start_time"],
+                                     e["end_time"]) for e in d["per_device"]]
+    s.summary_throughput_ips = d["summary_throughput_ips"]
     return s
 
 
 def parse_summary_json(path: str | Path) -> AisBenchSummary:
-    """Read an ais_bench `<name>_summary.json`."""
+    """Read an ais_bench `<name>_summary.json` (or 2022's `sumary.json`)."""
     p = Path(path)
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError("ais_bench summary file not found", path=p,
-                        fix="ais_bench writes <output>/<output_dirname>_summary.json; pass that file") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"not JSON: {exc}", path=p, fix="pass the *_summary.json ais_bench wrote") from None
-    if not isinstance(raw, dict) or "NPU_compute_time" not in raw:
-        keys = ", ".join(sorted(raw)[:8]) if isinstance(raw, dict) else type(raw).__name__
-        raise UserError(f"not an ais_bench summary: no 'NPU_compute_time' key (found: {keys})", path=p,
-                        fix="pass the *_summary.json ais_bench wrote beside its output folder")
-    s = AisBenchSummary(source=str(p))
-    for key, attr in (("NPU_compute_time", "npu_compute_time"), ("H2D_latency", "h2d_latency"),
-                      ("D2H_latency", "d2h_latency")):
-        block = raw.get(key)
-        if isinstance(block, dict) and block:
-            pairs = {STAT_KEYS[k]: float(v) for k, v in block.items() if k in STAT_KEYS and v is not None}
-            if "mean" in pairs:
-                setattr(s, attr, _stats(pairs, str(p)))
-    if raw.get("throughput") is not None:
-        s.throughput_ips = float(raw["throughput"])
-    s.npu_compute_times_ms = [float(x) for x in raw.get("npu_compute_time_list") or []]
-    args = raw.get("args")
-    s.args = args if isinstance(args, dict) else {}
-    b = s.args.get("dymBatch") or s.args.get("batchsize")
-    try:
-        s.batch_size = float(b) if b else None
-    except (TypeError, ValueError):
-        s.batch_size = None
-    if s.npu_compute_time is None and s.throughput_ips is None:
-        raise UserError("ais_bench summary holds no NPU_compute_time mean and no throughput", path=p,
-                        fix="the run probably failed before timing anything; re-run ais_bench")
+    d = parse_ais_bench_json(p)
+    s = _summary_from(d, str(p))
+    s.throughput_ips = d["throughput_ips"]
+    s.batch_size = d["batch_size"]
+    s.npu_compute_times_ms = list(d["npu_compute_times_ms"])
+    args = d["args"]
+    s.args = args if isinstance(args, dict) else _argv_options(args)
+    return s
+
+
+def read_summary(path: str | Path, *, batch_size: float | None = None) -> AisBenchSummary:
+    """A console log (any release) or a summary JSON (any key set), told apart
+    by content; `batch_size` overrides what the file says (with a warning when
+    they differ)."""
+    d = parse_ais_bench_file(path, batch_size=batch_size)
+    s = _summary_from(d, str(path))
+    s.throughput_ips, s.batch_size = d["throughput_ips"], d["batch_size"]
+    s.summary_throughput_ips = d["summary_throughput_ips"]
+    s.npu_compute_times_ms = list(d["npu_compute_times_ms"])
+    s.args = d["args"] if isinstance(d["args"], dict) else _argv_options(d["args"])
+    s.per_device = [DeviceThroughput(e["index"], e["device_id"], e["throughput_ips"], e["start_time"],
+                                     e["end_time"]) for e in d["per_device"]]
+    s.warnings = list(d["warnings"])
     return s
 
 

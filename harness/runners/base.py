@@ -40,6 +40,17 @@ class Runner:
         """Per-run device compute times, for runners whose scope is "device"."""
         return None
 
+    @classmethod
+    def unavailable(cls, options: dict | None = None) -> str | None:
+        """Why this runner cannot run on this host (say, its tool is not
+        installed), naming what is missing and where it comes from; None if it can."""
+        return None
+
+    def extra_metrics(self) -> dict:
+        """What the runner learned while loading and running (how its artifact
+        was built, tool versions, its own statistics), for the result's metrics."""
+        return {}
+
     def version(self) -> str:
         raise NotImplementedError
 

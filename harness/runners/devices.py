@@ -10,6 +10,7 @@ captured outputs (tests/fixtures/ascend/) on hosts without the hardware.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import platform
 import re
@@ -222,7 +223,6 @@ def onnxruntime_providers() -> list[str]:
 def mindspore_targets() -> list[str]:
     """Backends the installed MindSpore build carries (its lib/plugin folder),
     without importing MindSpore (slow, and noisy on hosts without devices)."""
-    import importlib.util
 
     spec = importlib.util.find_spec("mindspore")
     if spec is None or not spec.submodule_search_locations:

@@ -8,6 +8,15 @@ missing CUDA or CANN library); the runner refuses that instead, so a "GPU"
 figure is never a CPU one. Per-provider settings go in
 `options.provider_options: {ProviderName: {key: value}}`; precision fp16
 turns on TensorRT's fp16 mode and CANN's `precision_mode`.
+
+Timing scope stays "host" on every device, GPU included. Device-scope ORT
+timing (CUDA events around `run_with_iobinding` with inputs and outputs bound
+on the GPU) was considered for issue 14 and not done: ONNX Runtime's Python
+API exposes no CUDA events or stream, so the events would have to come from
+another CUDA binding (cupy, torch) on a stream ORT does not use unless told
+(`user_compute_stream`), and without a GPU here it could not be checked that
+the events bracket ORT's kernels and nothing else. GPU figures comparable
+with ais_bench come from the trtexec runner.
 """
 
 from __future__ import annotations

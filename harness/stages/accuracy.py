@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from harness.analysis.comparability import Identity
 from harness.analysis.verdicts import hold_by_rule
 from harness.data import datasets
 from harness.data.prep_cache import PrepCache
@@ -62,8 +63,11 @@ class AccuracyStage(Stage):
             else suite.accuracy_baselines
         if ctx.baselines is None or not wanted:
             return
+        # held only against baselines of the same weights and preprocessing (else not_comparable)
+        measured = Identity(f"{suite.model} ({case.target.name or case.target.device})", None,
+                            f"weights:{src.weights}" if src.weights else None, recipe.name)
         verdicts = [v for b in ctx.baselines_by_id(wanted, suite)
-                    for v in hold_by_rule(res.metrics[b.metric], b, suite.accuracy_rule)]
+                    for v in hold_by_rule(res.metrics[b.metric], b, suite.accuracy_rule, identity=measured)]
         res.reason += "; " + "; ".join(f"{v.verdict}: {v.reason}" for v in verdicts)
         ctx.record(res, verdicts)
 

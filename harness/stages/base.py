@@ -132,12 +132,14 @@ class StageContext:
         cls = get_runner_class(t.runner)
         opts = dict(t.options)
         opts.setdefault("num_classes", case.suite.source.num_classes)
+        opts.setdefault("artifact_cache", str(self.models.cache.root))
         if getattr(t, "dynamic_batch", None):
             opts["dynamic_batch"] = True
         res.metrics["device_model"] = device_detection.device_model(t.device)
         runner = cls(t.device, t.device_id, t.precision, opts)
         shape = (case.batch_size, case.suite.input.channels, case.suite.input.size, case.suite.input.size)
         runner.load(artifact, shape)
+        res.metrics.update(getattr(runner, "extra_metrics", dict)())
         res.runner_version = runner.version()
         res.timing_scope = runner.timing_scope
         return runner
