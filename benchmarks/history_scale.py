@@ -1,7 +1,7 @@
 """A year of a team's nightly runs: how long do `harness gate`, `report`, `readme` take?
 
     python benchmarks/history_scale.py [--runs 365] [--samples 30] [--repeat 3] [--url postgresql://...]
-                                       [--skip-postgres] [--skip-sqlite]
+                                       [--skip-postgres] [--skip-sqlite] [--commands gate,report,readme]
 
 Generates `--runs` runs x 3 models x 5 devices x 6 batch sizes x 2 stages
 (throughput with `--samples` per-iteration latencies each, and accuracy):
@@ -85,6 +85,8 @@ def bench(name: str, spec: str, a, work: Path) -> None:
                                     "--out", str(work / f"report-{name}.html")]),
                         ("readme", ["readme", str(readme), "--store", spec,
                                     "--baselines", str(REPO / "baselines.yaml")])):
+        if label not in a.commands.split(","):
+            continue
         times = []
         for _ in range(a.repeat):
             secs, rc, last = timed(args, work)
@@ -101,6 +103,7 @@ def main() -> int:
     ap.add_argument("--skip-postgres", action="store_true")
     ap.add_argument("--skip-sqlite", action="store_true")
     ap.add_argument("--repeat", type=int, default=3, help="time each command this many times")
+    ap.add_argument("--commands", default="gate,report,readme", help="which to time (comma-separated)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="history-scale-"))
     print(f"{a.runs} runs x {len(MODELS)} models x 5 devices x 6 batch sizes x 2 stages; "

@@ -74,7 +74,7 @@ def _spec(p):
     return s if "://" in s else Path(s)
 
 
-_SPARE = 3  # records read beyond `depth` per identity, for results the gate skips (truncated)
+_SPARE = 5  # rows read beyond `depth` per group (see _gate_records)
 
 
 def load_history(paths, *, gate_depth: int | None = None, candidates: list[str] | None = None) -> History:
@@ -143,9 +143,9 @@ def _gate_records(store: Store, history: History, depth: int) -> list[Result]:
     """The gate's share of one store. The gate holds a candidate case against the
     newest `depth` clean results of the same case on the same machine class (and,
     on the CPU, the same worker count) whose benchmark key matches; here every
-    such group keeps its newest 2 x `depth` clean rows (the spare for keys that
-    differ inside a group), and a group whose kept rows include a truncated or
-    contended result is read whole."""
+    such group keeps its newest `depth` + 5 clean rows (a candidate whose key
+    went back to one older than the group's newest rows could miss some), and a
+    group whose kept rows include a truncated or contended result is read whole."""
     runs, cands = history.runs, set(history.candidates or [])
     start = min((run_order(runs[c]) for c in cands if c in runs), default=("", 0))
     mclass = {rid: machine_class(run.get("env")) for rid, run in runs.items()}
@@ -162,7 +162,7 @@ def _gate_records(store: Store, history: History, depth: int) -> list[Result]:
         elif status == "passed":
             workers = int((run.get("env") or {}).get("workers") or 1) if device == HOST_DEVICE else 1
             groups[(model, case, mclass[run_id], workers)].append((run_order(run), row_id))
-    cut = 2 * depth
+    cut = depth + _SPARE
     for g in groups.values():
         g.sort(reverse=True)
         keep.update(i for _, i in g[:cut])
