@@ -20,7 +20,8 @@ from harness.errors import ExitCode, UserError
 from harness.fsio import check_writable
 from harness.plan import Case, build_plan, read_suite, validate_suite
 from harness.reports import write_report
-from harness.runners import register_runner
+from harness.results.store import Store, StoreUnavailable, new_run_id, redact
+from harness.runners import devices, register_runner
 from harness.session import HarnessSession  # opens the store: only when a case runs
 from harness.stages import stages
 from harness.vocab import DEVICE_FAMILIES, OTHER_MARKERS, STAGES
@@ -53,12 +54,15 @@ def input_errors(config) -> list[str]:
 
 def timing_override(config) -> dict:
     return {k: config.getoption(opt) for k, opt in TIMING_OPTIONS.items()}
+_PIN_KEY = pytest.StashKey["dict"]()  # pytest-xdist worker: {family: device index} it was given
+_RUN_KEY = pytest.StashKey["dict"]()  # pytest-xdist controller: the run its workers share
 
 
 def pytest_addoption(parser):
     g = parser.getgroup("harness", "model benchmark harness")
     g.addoption("--harness-store", default=None,
-                help="results store (SQLite file); default $HARNESS_STORE or .harness/results.sqlite")
+                help="results store: an SQLite file or postgresql://USER@HOST:PORT/DB; default $HARNESS_STORE or "
+                     ".harness/results.sqlite")
     g.addoption("--harness-cache", default=None,
                 help="artifact cache folder; default $HARNESS_CACHE or .harness/cache")
     g.addoption("--harness-baselines", default=None,
@@ -82,6 +86,51 @@ def pytest_configure(config):
             check_writable(config.getoption("--harness-report"), what="report")
     except UserError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if _is_xdist_controller(config):
+        config.stash[_RUN_KEY] = {"run_id": new_run_id(), "failed_nodes": []}
+    elif hasattr(config, "workerinput"):
+        # each xdist worker gets its own device now, before any framework starts
+        config.stash[_PIN_KEY] = devices.pin_worker(_worker(config)[1], families=_selected_families(config))
+
+
+# -- pytest-xdist: one run, one device per worker ------------------------------
+def _is_xdist_controller(config) -> bool:
+    return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no" \
+        and bool(getattr(config.option, "numprocesses", None))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """Hand every worker the run id they all store their results under."""
+    node.workerinput["harness_run_id"] = node.config.stash[_RUN_KEY]["run_id"]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    if error:  # a worker crashed: the run cannot count as finished
+        node.config.stash[_RUN_KEY]["failed_nodes"].append(node.gateway.id)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` with -m naming accelerator families: one worker per device of them."""
+    fams = _selected_families(config)
+    n = devices.device_count(fams) if fams else 0
+    return n or None
+
+
+def _selected_families(config) -> list[str]:
+    """The accelerator families the -m expression names."""
+    words = (config.getoption("markexpr", "") or "").replace("(", " ").replace(")", " ").split()
+    return [d.name for d in DEVICE_FAMILIES if d.detector != "host" and d.name in words]
+
+
+def _worker(config) -> tuple[str | None, int, int]:
+    """(shared run id, worker number, worker count); (None, 0, 1) without xdist."""
+    wi = getattr(config, "workerinput", None)
+    if not wi:
+        return None, 0, 1
+    return wi.get("harness_run_id"), int(str(wi["workerid"]).lstrip("gw") or 0), int(wi.get("workercount", 1))
 
 
 def _baselines_path(config) -> Path | None:
@@ -102,6 +151,14 @@ def pytest_sessionstart(session):
             session.config.stash[_BASELINES_KEY] = load_baselines(path)
         except UserError as exc:
             input_errors(session.config).append(str(exc))
+            raise pytest.UsageError(str(exc)) from None
+    # A database store is checked before anything is measured: an unreachable
+    # server or refused credentials stop the run with no run recorded.
+    spec = session.config.getoption("--harness-store") or os.environ.get("HARNESS_STORE")
+    if spec and "://" in spec and not hasattr(session.config, "workerinput"):
+        try:
+            Store(spec).close()
+        except UserError as exc:
             raise pytest.UsageError(str(exc)) from None
 
 
@@ -142,7 +199,12 @@ class CaseItem(pytest.Item):
 
     def runtest(self):
         session = _session(self.config)
-        res = session.execute(self.case)
+        try:
+            res = session.execute(self.case)
+        except StoreUnavailable as exc:
+            # stop here: the cases stored so far stay, the run ends interrupted
+            self.session.shouldstop = f"harness: results database lost; run {session.run_id} interrupted"
+            raise CaseFailed(f"[store lost] {exc}") from None
         self.user_properties.append(("harness_result", res.to_dict()))
         if res.status == "error" and session.input_error(res):
             input_errors(self.config).append(f"{self.case.suite.model} {self.case.name}: {res.reason}")
@@ -169,7 +231,9 @@ def _session(config):
         for part in config.hook.pytest_harness_env_extra(config=config):
             extra.update(part or {})
         try:
+            run_id, _, workers = _worker(config)
             s = HarnessSession(
+                run_id=run_id, workers=workers, pinned=config.stash.get(_PIN_KEY, None),
                 store=config.getoption("--harness-store"),
                 cache=config.getoption("--harness-cache"),
                 baselines=baselines,
@@ -188,31 +252,93 @@ def _session(config):
     return s
 
 
+def _store_spec(config) -> str:
+    return config.getoption("--harness-store") or os.environ.get("HARNESS_STORE") or ".harness/results.sqlite"
+
+
+def _where(spec: str) -> str:
+    return redact(spec) if "://" in spec else os.path.abspath(spec)
+
+
 def pytest_sessionfinish(session, exitstatus):
-    s = session.config.stash.get(_SESSION_KEY, None)
+    config = session.config
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    if _is_xdist_controller(config):
+        _finish_shared_run(config, interrupted)
+        return
+    s = config.stash.get(_SESSION_KEY, None)
     if s is None:
         return
-    s.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
-    out = session.config.getoption("--harness-report")
-    if out:
-        try:  # a side output: checked at the start; if it still fails, the results stay stored and the run's
-            write_report(s.store.path, out, baselines=s.baselines_path)  # exit code is the cases' own
-        except UserError as exc:
-            session.config.stash[_REPORT_FAILED_KEY] = str(exc)
+    s.finish_note = s.finish(interrupted=interrupted)
+    out = config.getoption("--harness-report")
+    if out and not hasattr(config, "workerinput"):
+        _write_report(config, s.store.spec, out, s.baselines_path)
 
 
 _REPORT_FAILED_KEY = pytest.StashKey[str]()
 
 
+def _write_report(config, spec, out, baselines) -> bool:
+    """A side output: checked at the start; if it still fails, the results stay
+    stored and the run's exit code is the cases' own."""
+    try:
+        write_report(spec, out, baselines=baselines)
+        return True
+    except UserError as exc:
+        config.stash[_REPORT_FAILED_KEY] = str(exc)
+        return False
+
+
+def _finish_shared_run(config, interrupted: bool) -> None:
+    """xdist controller: every worker is done; the shared run becomes final now.
+    A worker that lost the store has already marked it interrupted: kept."""
+    run = config.stash[_RUN_KEY]
+    spec = _store_spec(config)
+    if "://" not in spec and not os.path.isfile(spec):
+        return  # no case ran: no store, no run
+    try:
+        store = Store(spec, create=False)
+    except UserError as exc:
+        run["note"] = str(exc)
+        return
+    try:
+        status = "interrupted" if interrupted or run["failed_nodes"] else "finished"
+        current = next((r["status"] for r in store.runs() if r["run_id"] == run["run_id"]), None)
+        if current == "running":
+            store.finish_run(run["run_id"], status)
+        run["status"], run["results"] = current and (status if current == "running" else current), \
+            store.count(run["run_id"])
+    except UserError as exc:
+        run["note"] = str(exc)
+    finally:
+        store.close()
+    out = config.getoption("--harness-report")
+    if out and run.get("status"):
+        _write_report(config, spec, out, _baselines_path(config))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    tr = terminalreporter
+    out = config.getoption("--harness-report")
     failed = config.stash.get(_REPORT_FAILED_KEY, None)
     if failed:
-        terminalreporter.write_line(f"error: report not written (the results are stored; the exit code is the "
-                                    f"cases' own): {failed}", red=True)
+        tr.write_line(f"error: report not written (the results are stored; the exit code is the cases' own): "
+                      f"{failed}", red=True)
+    if _is_xdist_controller(config):
+        run = config.stash[_RUN_KEY]
+        tr.write_sep("-", "harness")
+        workers = getattr(config.option, "numprocesses", None)
+        tr.write_line(f"run {run['run_id']} ({workers} workers): {run.get('status') or 'no case stored'}, "
+                      f"{run.get('results', 0)} results")
+        tr.write_line(f"results: {_where(_store_spec(config))}")
+        if run.get("note"):
+            tr.write_line(run["note"])
+        if out and run.get("status") and not failed:
+            tr.write_line(f"report:  {os.path.abspath(out)}")
+        return
     s = config.stash.get(_SESSION_KEY, None)
     if s is None:
         return
-    tr = terminalreporter
     tr.write_sep("-", "harness")
     tr.write_line(f"run {s.run_id}: " + ", ".join(f"{v} {k}" for k, v in s.status.items()))
     timed = [r for r in s.results if r.stage == "throughput" and r.status in ("passed", "failed")]
@@ -220,7 +346,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line("throughput (median ± 95% CI over repetitions):")
         for r in timed:
             tr.write_line(f"  {r.model} {r.case}: {r.reason}")
-    tr.write_line(f"results: {os.path.abspath(s.store.path)}")
-    out = config.getoption("--harness-report")
+    tr.write_line(f"results: {_where(s.store.spec)}")
+    if getattr(s, "finish_note", None):
+        tr.write_line(s.finish_note)
+    elif s.lost:
+        tr.write_line(f"the results database went away mid-run: run {s.run_id} marked interrupted; "
+                      "the results stored before stay stored")
     if out and not failed:
         tr.write_line(f"report:  {os.path.abspath(out)}")

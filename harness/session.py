@@ -16,9 +16,10 @@ from harness.errors import CaseFailed, CaseSkipped, UserError
 from harness.models.cache import ArtifactCache, sha256_file
 from harness.models.provider import ModelProvider
 from harness.results import Result, provenance
-from harness.results.store import Store
+from harness.results.store import Store, StoreUnavailable
 from harness.runners import devices, get_runner_class
 from harness.stages import Case, StageContext, get_stage
+from harness.vocab import HOST_DEVICE
 
 
 def _why_absent(family: str) -> str:
@@ -28,12 +29,19 @@ def _why_absent(family: str) -> str:
 class HarnessSession:
     def __init__(self, *, store: str | Path | None = None, cache: str | Path | None = None,
                  baselines: str | Path | None = None, timing_override: dict | None = None,
-                 argv: list[str] | None = None, baselines_file=None, env_extra: dict | None = None):
+                 argv: list[str] | None = None, baselines_file=None, env_extra: dict | None = None,
+                 run_id: str | None = None, workers: int = 1, pinned: dict[str, int] | None = None):
+        """run_id: join this run (pytest-xdist workers share one; the controller
+        finishes it). workers: how many processes measure this run at once.
+        pinned: {family: device index} this process was given."""
         self.store = Store(store)
-        env = provenance.capture()
+        env = {**provenance.capture(), "workers": workers}
         if env_extra:
             env = {**env, "extra": env_extra}
-        self.run_id = self.store.begin_run(env, argv)
+        self.joined = run_id is not None
+        self.run_id = self.store.begin_run(env, argv, run_id=run_id)
+        self.pinned = pinned or {}
+        self.lost: StoreUnavailable | None = None
         self.baselines_path = Path(baselines) if baselines else None
         if baselines_file is None and self.baselines_path is not None:
             baselines_file = load_baselines(self.baselines_path)
@@ -63,6 +71,8 @@ class HarnessSession:
         res.input_size, res.suite_sha256 = case.suite.input.size, self._suite_sha256(case.suite.path)
         if case.target is not None:
             res.target, res.runner, res.precision = case.target.name, case.target.runner, case.target.precision
+            if case.device != HOST_DEVICE:
+                res.device_index = self.pinned.get(case.device, case.target.device_id)
         try:
             report = devices.detect()
             wanted = [m for m in case.markers if m in report.present] or [case.device]
@@ -88,7 +98,11 @@ class HarnessSession:
             res.status = "error"
             res.reason = f"{type(exc).__name__}: {exc}"
             res.metrics["traceback"] = traceback.format_exc(limit=8)
-        self.store.add(res)
+        try:
+            self.store.add(res)
+        except StoreUnavailable as exc:
+            self.lost = exc
+            raise
         self.status[res.status] += 1
         self.results.append(res)
         return res
@@ -97,6 +111,19 @@ class HarnessSession:
         """Did this result stop on a problem with the user's input (a UserError)?"""
         return any(r is res for r in self._input_errors)
 
-    def finish(self, interrupted: bool = False) -> None:
-        self.store.finish_run(self.run_id, "interrupted" if interrupted else "finished")
-        self.store.close()
+    def finish(self, interrupted: bool = False) -> str | None:
+        """Mark the run finished (interrupted when the run was, or the store went
+        away). A worker of a shared run leaves that to the controller unless its
+        store went away. Returns a note for the terminal when the mark failed."""
+        note = None
+        try:
+            if self.lost or interrupted:
+                self.store.finish_run(self.run_id, "interrupted")
+            elif not self.joined:
+                self.store.finish_run(self.run_id, "finished")
+        except StoreUnavailable:
+            note = (f"could not mark run {self.run_id} interrupted: the results database is still unreachable; "
+                    "it stays 'running', which gates and reports never take as a baseline")
+        finally:
+            self.store.close()
+        return note

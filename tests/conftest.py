@@ -100,3 +100,38 @@ def run_pytest(args: list[str], cwd: Path, env: dict | None = None, timeout: int
 @pytest.fixture
 def tmp_store(tmp_path):
     return tmp_path / "results.sqlite"
+
+
+# -- results stores on both back ends -----------------------------------------
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway PostgreSQL server (tests/pg_server.py). Skips only where the
+    server binaries are missing, and never in CI (CI=true): there it fails."""
+    from tests.pg_server import PASSWORD, PgServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        why = ("PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin or on PATH; "
+               "install Debian's `postgresql` package")
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI: {why}")
+        pytest.skip(why)
+    server = PgServer(bin_dir).start()
+    old = os.environ.get("PGPASSWORD")
+    os.environ["PGPASSWORD"] = PASSWORD  # as a team would pass it: never in the URL
+    try:
+        yield server
+    finally:
+        if old is None:
+            os.environ.pop("PGPASSWORD", None)
+        else:
+            os.environ["PGPASSWORD"] = old
+        server.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_spec(request, tmp_path) -> str:
+    """A new, empty results store: an SQLite path, or a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "results.sqlite")
+    return request.getfixturevalue("pg_server").create_database()

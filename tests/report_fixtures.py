@@ -78,3 +78,6 @@ def make_history_store(path: Path, *, models=MODELS, devices=DEVICES, batches=BA
         store.finish_run(run_id, "interrupted" if i in interrupted else "finished")
     store.close()
     return path
+
+
+SMALL_DEVICES = (("cpu", "onnxruntime", "host", 12.0), ("ascend310", "ais_bench", "device", 1000.0))

@@ -29,15 +29,15 @@ def gate(capsys, *args):
     return rc, out.out + out.err
 
 
-def test_steady_history_passes(tmp_path, capsys):
-    path = make_history_store(tmp_path / "h.sqlite", runs=4, **SMALL)
+def test_steady_history_passes(store_spec, capsys):
+    path = make_history_store(store_spec, runs=4, **SMALL)
     rc, out = gate(capsys, "--store", str(path))
     assert rc == EXIT_PASS, out
     assert "compared 5 of 5 candidate case(s)" in out and "GATE PASS" in out
 
 
-def test_slow_run_is_a_regression_in_both_directions(tmp_path, capsys):
-    path = make_history_store(tmp_path / "h.sqlite", runs=4, slow_last=1.25, **SMALL)
+def test_slow_run_is_a_regression_in_both_directions(store_spec, capsys):
+    path = make_history_store(store_spec, runs=4, slow_last=1.25, **SMALL)
     rc, out = gate(capsys, "--store", str(path))
     assert rc == EXIT_REGRESSION
     # throughput down and latency up are both worse
@@ -49,8 +49,8 @@ def test_slow_run_is_a_regression_in_both_directions(tmp_path, capsys):
     assert rc == EXIT_PASS, out
 
 
-def test_nothing_compared_fails_and_lists_both_sides(tmp_path, capsys):
-    path = make_history_store(tmp_path / "h.sqlite", runs=1, **SMALL)
+def test_nothing_compared_fails_and_lists_both_sides(store_spec, capsys):
+    path = make_history_store(store_spec, runs=1, **SMALL)
     rc, out = gate(capsys, "--store", str(path))
     assert rc == EXIT_NOTHING_COMPARED
     assert "GATE FAIL: 0 of 5 compared" in out
@@ -65,8 +65,8 @@ def test_nothing_compared_fails_and_lists_both_sides(tmp_path, capsys):
     assert "missing on the candidate side (5)" in out and "not run" in out
 
 
-def test_interrupted_and_failed_runs_never_baseline(tmp_path):
-    path = make_history_store(tmp_path / "h.sqlite", runs=3, interrupted=(1,), **SMALL)
+def test_interrupted_and_failed_runs_never_baseline(store_spec):
+    path = make_history_store(store_spec, runs=3, interrupted=(1,), **SMALL)
     h = load_history([path])
     order = sorted(h.runs.values(), key=lambda r: r["_seq"])
     out = evaluate(h)
@@ -85,8 +85,8 @@ def test_large_improvement_prints_notice(tmp_path, capsys):
     assert "IMPROVEMENT" in out and "notice:" in out and "update the reference" in out
 
 
-def test_results_without_repetitions_are_not_judged_and_accuracy_uses_fisher(tmp_path):
-    path = tmp_path / "h.sqlite"
+def test_results_without_repetitions_are_not_judged_and_accuracy_uses_fisher(store_spec):
+    path = store_spec
     store = Store(path)
     rng = np.random.default_rng(1)
     for i, (ips, top1) in enumerate(((100.0, 79.0), (100.0, 79.0), (80.0, 75.0))):
@@ -125,8 +125,8 @@ def test_thresholds_wildcards_and_files(tmp_path):
         Thresholds().add_spec("throughput_ips")
 
 
-def test_compare_two_runs(tmp_path, capsys):
-    path = make_history_store(tmp_path / "h.sqlite", runs=3, slow_last=1.3, **SMALL)
+def test_compare_two_runs(store_spec, tmp_path, capsys):
+    path = make_history_store(store_spec, runs=3, slow_last=1.3, **SMALL)
     ids = [r["run_id"] for r in sorted(load_history([path]).runs.values(), key=lambda r: r["_seq"])]
     assert main(["compare", ids[0], ids[1], "--store", str(path)]) == EXIT_PASS
     assert main(["compare", ids[0], ids[2][:-2], "--store", str(path), "--json", str(tmp_path / "o.json")]) \

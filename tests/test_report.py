@@ -39,8 +39,9 @@ def _tp(run_id, bs, ips, *, unstable=False):
 
 
 @pytest.fixture()
-def store_path(tmp_path) -> Path:
-    path = tmp_path / "r.sqlite"
+def store_path(store_spec) -> str:
+    """The hand-made store, on each back end (an SQLite path or a PostgreSQL URL)."""
+    path = store_spec
     store = Store(path)
     run_id = store.begin_run(ENV, ["pytest", "suites", "-m", "cpu"])
     for bs, ips in CPU_TP.items():
@@ -81,7 +82,7 @@ def page(store_path) -> str:
 
 
 def test_header_and_environment(page, store_path):
-    assert str(store_path.resolve()) in page
+    assert (store_path if "://" in store_path else str(Path(store_path).resolve())) in page
     assert "Intel(R) Xeon(R) Test CPU @ 2.00GHz" in page
     assert "onnxruntime 1.20.1" in page and "mindspore 2.10.0" in page
     assert "0123456789ab (dirty)" in page
@@ -161,8 +162,8 @@ def test_missing_store_is_a_user_error(tmp_path):
     assert not (tmp_path / "report.html").exists()
 
 
-def test_empty_store(tmp_path):
-    path = tmp_path / "empty.sqlite"
+def test_empty_store(store_spec):
+    path = store_spec
     Store(path).close()
     page = render_report(path, BASELINES)
     assert "holds no results" in page

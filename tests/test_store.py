@@ -21,8 +21,8 @@ def _result(run_id, i):
                   device="cpu", runner="null", batch_size=i, run_id=run_id, metrics={"throughput_ips": float(i)})
 
 
-def test_roundtrip_and_identity(tmp_store):
-    s = Store(tmp_store)
+def test_roundtrip_and_identity(store_spec):
+    s = Store(store_spec)
     run = s.begin_run({"cpu_model": "x"}, ["pytest"])
     s.add(_result(run, 1))
     s.add(_result(run, 1))
@@ -34,7 +34,8 @@ def test_roundtrip_and_identity(tmp_store):
     assert s.runs()[0]["status"] == "finished"
 
 
-def test_killed_run_keeps_earlier_results(tmp_store):
+def test_killed_run_keeps_earlier_results(store_spec):
+    tmp_store = store_spec
     # A writer that adds one result every 50 ms until it is killed.
     code = f"""
 import sys, time
@@ -50,7 +51,7 @@ while True:
     print(i, flush=True)
     time.sleep(0.05)
 """
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=os.environ.copy())
     written = 0
     while written < 10:
         written = int(p.stdout.readline())

@@ -330,10 +330,15 @@ def evaluate(history: History, *, candidate_runs: list[str] | None = None, basel
             continue
         key, mclass = benchmark_key(cand), machine_class(envs.get(cand.run_id))
         older = by_case.get((cand.model, cand.case), [])
-        hist = [r for r in older if same_key(key, benchmark_key(r))
+        # CPU figures of N parallel workers (pytest-xdist) meet only figures of N workers
+        workers = history.cpu_workers(cand)
+        hist = [r for r in older if same_key(key, benchmark_key(r)) and history.cpu_workers(r) == workers
                 and machine_class(envs.get(r.run_id)) == mclass][-depth:]
         if not hist:
             why = _why_not(cand, older[-1], envs) if older else "no clean earlier result"
+            if older and all(history.cpu_workers(r) != workers for r in older):
+                why = (f"measured by {workers} worker(s) sharing the CPU; history has only "
+                       f"{history.cpu_workers(older[-1])}-worker figures: not comparable")
             missing_base.append(f"{cand.model} {cand.case}: {why}")
             continue
         # The one comparability rule (harness.analysis.comparability), less the

@@ -14,6 +14,7 @@ incomplete until the input is fixed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import pytest
@@ -25,6 +26,8 @@ from harness.config.suite import TimingSpec, find_suites
 from harness.errors import ExitCode, UserError
 from harness.fsio import check_writable
 from harness.plan import build_plan, read_suite, validate_suite
+from harness.results.db import ENV_VAR, is_url
+from harness.results.store import Store
 from harness import plugin
 
 TIMING_FLAGS = {"warmup": "--warmup", "min_iterations": "--min-iterations", "min_duration_s": "--min-duration"}
@@ -51,6 +54,10 @@ def _cmd_run(args) -> int:
         check_writable(args.report, what="report")  # before anything runs
     for p in find_suites(paths):  # fail fast, without a traceback, on a bad suite
         validate_suite(read_suite(p))
+    spec = args.store or os.environ.get(ENV_VAR)
+    if spec and is_url(spec):
+        # an unreachable server or refused credentials: exit 3 before anything runs or is recorded
+        Store(spec).close()
     # the plugin goes in as the module already imported (as `-p harness.plugin` would, minus a warning)
     argv = [*paths, "-rs" if args.verbose else "-q", "--no-header"]
     if args.markers:
@@ -108,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-k", dest="keyword", default=None,
                      help="pytest keyword expression over case names, e.g. 'bs8' or 'throughput and not bs1'")
     run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failed case")
-    run.add_argument("--store", help="results store (default $HARNESS_STORE or .harness/results.sqlite)")
+    run.add_argument("--store", help="results store: an SQLite file or postgresql://USER@HOST:PORT/DB "
+                                     "(default $HARNESS_STORE or .harness/results.sqlite)")
     run.add_argument("--cache", help="artifact cache (default $HARNESS_CACHE or .harness/cache)")
     run.add_argument("--baselines", help="baselines file (default baselines.yaml if present)")
     run.add_argument("--report", help="write the HTML report here at the end")

@@ -40,8 +40,8 @@ from harness.results.history import load_history
 from harness.results.interchange import to_dataframe, write_pytest_benchmark
 from harness.results.store import default_path
 
-STORE_HELP = "results store; repeat to read several (e.g. one per device host). Default $HARNESS_STORE or " \
-             ".harness/results.sqlite"
+STORE_HELP = "results store: an SQLite file or postgresql://USER@HOST:PORT/DB; repeat to read several " \
+             "(e.g. one per device host). Default $HARNESS_STORE or .harness/results.sqlite"
 EXIT_CODES = f"""exit codes:
   {ExitCode.OK:d}  pass
   {ExitCode.FAILED:d}  regression: a metric got significantly worse past its threshold, or a measured claim failed
@@ -103,9 +103,9 @@ def _check_json(args) -> None:
 
 def _cmd_gate(args) -> int:
     _check_json(args)
-    history = load_history(args.store)
-    cands = [history.resolve_run(r) for r in args.run] if args.run else None
-    out = evaluate(history, candidate_runs=cands, metrics=args.metric or _default_metrics(),
+    # only the candidate runs and the newest --history clean results of each case are read
+    history = load_history(args.store, gate_depth=args.history, candidates=args.run)
+    out = evaluate(history, candidate_runs=history.candidates, metrics=args.metric or _default_metrics(),
                    thresholds=_thresholds(args), depth=args.history, models=args.model, devices=args.device)
     bf = _baselines(args)
     out.claims, note = evaluate_claims(history, out.candidate_runs, bf)
@@ -236,7 +236,8 @@ def register(sub) -> None:
                     "per device, best batch, cross-device ratios and claims, export parity, gate verdicts,\n"
                     "the history of each metric over runs, and the environment.\n\n"
                     "example:\n  harness report --store .harness/results.sqlite --out report.html")
-    rep.add_argument("--store", help="results store (default $HARNESS_STORE or .harness/results.sqlite)")
+    rep.add_argument("--store", help="results store: an SQLite file or postgresql://USER@HOST:PORT/DB "
+                                     "(default $HARNESS_STORE or .harness/results.sqlite)")
     rep.add_argument("--baselines", help="baselines file (default baselines.yaml if present)")
     rep.add_argument("--out", default="report.html", help="output file (default report.html)")
     rep.add_argument("--run", help="show only this run's results (default: newest result of each case)")

@@ -18,7 +18,8 @@ from harness.results.store import Store
 from harness.runners import devices
 from harness.vocab import GPU_FAMILIES, NPU_FAMILIES
 
-STORE_HELP = "results store (default $HARNESS_STORE or .harness/results.sqlite)"
+STORE_HELP = ("results store: an SQLite file or postgresql://USER@HOST:PORT/DB "
+              "(default $HARNESS_STORE or .harness/results.sqlite)")
 
 
 def _cmd_import(args) -> int:
@@ -86,7 +87,7 @@ def _cmd_bundle(args) -> int:
     if Path(args.out).exists():
         raise UserError("file already exists", path=args.out, fix="choose another --out or remove the file")
     check_writable(args.out, what="bundle")
-    store = Store(args.store, create=False, read_only=True)  # only reads: a newer or foreign file stays untouched
+    store = Store(args.store, read_only=True)  # only reads: a newer or foreign file stays untouched
     try:
         out = write_bundle(store, args.out)
     finally:
@@ -104,7 +105,7 @@ def _cmd_claims(args) -> int:
         check_writable(args.json, what="--json file")
     verdicts = evaluate_published(bf) if args.published or args.published_only else []
     if not args.published_only:
-        store = Store(args.store, create=False, read_only=True)
+        store = Store(args.store, read_only=True)
         try:
             verdicts = evaluate_claims(store.results(), bf.claims) + verdicts
         finally:

@@ -28,6 +28,7 @@ from harness.reports.formatting import num as _num
 from harness.reports.formatting import verdict_view as _verdict_view
 from harness.results import STATUSES, Result
 from harness.results.history import load_history, run_order
+from harness.results.store import redact
 from harness.vocab import STAGE_NAMES as STAGES
 from harness.vocab import device_label
 from harness.vocab import device_rank as _device_rank
@@ -55,11 +56,12 @@ def _load_baselines(baselines):
 def _read_store(store_path, run_id: str | None):
     if store_path is None:
         raise UserError("no results store given", fix="pass the store path (e.g. .harness/results.sqlite)")
-    path = Path(store_path)
-    if path.is_dir():
+    url = "://" in str(store_path)
+    path = str(store_path) if url else Path(store_path)
+    if not url and path.is_dir():
         raise UserError("the results store is a directory, not a file", path=path,
                         fix="pass the results file (e.g. .harness/results.sqlite), not its folder")
-    if not path.is_file():
+    if not url and not path.is_file():
         # Store(create=False) would say so too, but a directory passes its check.
         raise UserError("results store not found", path=path,
                         fix="run the suites first, or pass the path of an existing results file")
@@ -69,7 +71,8 @@ def _read_store(store_path, run_id: str | None):
     if run_id is not None:
         if run_id not in history.runs:
             known = ", ".join(r["run_id"] for r in runs[-5:]) or "none"
-            raise UserError(f"run {run_id!r} is not in the store (latest runs: {known})", path=path)
+            raise UserError(f"run {run_id!r} is not in the store (latest runs: {known})",
+                            path=redact(path) if isinstance(path, str) else path)
         results = history.run_results([run_id])
     else:
         latest: dict[tuple[str, str], Result] = {}
@@ -363,7 +366,7 @@ def build_context(store_path, baselines=None, *, run_id: str | None = None,
     unfinished = [r["run_id"] for r in runs if r.get("status") != "finished"]
     return {
         "generated_at": (generated_at or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
-        "store_path": str(path.resolve()), "baselines_path": str(bf_path.resolve()) if bf_path else None,
+        "store_path": redact(path) if isinstance(path, str) else str(path.resolve()), "baselines_path": str(bf_path.resolve()) if bf_path else None,
         "baselines_loaded": bf is not None, "run_id": run_id, "runs_in_store": len(all_runs),
         "runs": _environment(runs, run_label), "multi_run": len(runs) > 1, "unfinished": unfinished,
         "totals": _counts(results), "models": models,

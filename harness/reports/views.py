@@ -29,6 +29,7 @@ HISTORY_METRICS = (("throughput_ips", "images/s", ".2f"), ("latency_ms_p50", "ms
 CI_KEYS = {"throughput_ips": ("throughput_ci_lo", "throughput_ci_hi"),
            "latency_ms_p50": ("latency_ms_p50_ci_lo", "latency_ms_p50_ci_hi")}
 SPARK_W, SPARK_H = 220, 36
+CHANGE_WINDOW = 30  # newest runs of a series searched for change points (the gate's default history)
 
 
 def sparkline(values: list[float], *, higher_is_better: bool, lows=None, highs=None, contended=None,
@@ -121,9 +122,12 @@ def history_rows(model: str, results: list[Result], runs: dict, run_label) -> li
         if metric in CI_KEYS:
             points = [Point(v, lo if lo is not None else math.nan, hi if hi is not None else math.nan, c, ver, r.run_id)
                       for v, (lo, hi), c, ver, r in zip(vals, cis, cont, versions, rs)]
-            analysis = detect_changes(points, direction=METRIC_DIRECTION[metric])
+            # the window the gate looks at (its --history): PELT over a year of
+            # nightly points per series would make the report take minutes
+            start = max(0, len(points) - CHANGE_WINDOW)
+            analysis = detect_changes(points[start:], direction=METRIC_DIRECTION[metric])
             for cp in [*analysis.change_points, *([analysis.tail] if analysis.tail else [])]:
-                change_idx.append(cp.index)
+                change_idx.append(start + cp.index)
                 change_text.append(f"run {run_label(cp.run_id)}: {cp.rel_change:+.1%} "
                                    f"({'confirmed' if cp.confirmed else 'newest runs, unconfirmed'}); "
                                    f"{cp.suspects_text}")

@@ -117,9 +117,9 @@ def merge_bundle(store: Store, doc: dict, *, where="bundle") -> ImportReport:
 
 def merge_store(store: Store, other: str | Path) -> ImportReport:
     other = Path(other)
-    if other.resolve() == store.path.resolve():
+    if store.path is not None and other.resolve() == store.path.resolve():
         raise UserError("cannot import a store into itself", path=other)
-    src = Store(other, create=False)
+    src = Store(other, read_only=True)
     try:
         doc = bundle(src)
     finally:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UserError
 from harness.results.record import Result
-from harness.results.store import Store, default_path
+from harness.results.db import redact_text
+from harness.results.identity import machine_class
+from harness.results.store import Store, default_path, redact
+from harness.vocab import HOST_DEVICE
 
 
 @dataclass
@@ -16,7 +20,8 @@ class History:
 
     runs: dict[str, dict]
     results: list[Result]
-    paths: list[Path]
+    paths: list  # the stores read: Paths, or redacted database URLs
+    candidates: list[str] | None = None  # load_history(gate_depth=...): the candidate runs it resolved
 
     def run_results(self, run_ids) -> list[Result]:
         ids = set(run_ids)
@@ -35,6 +40,14 @@ class History:
             raise UserError(f"run {ref!r} {what} in {', '.join(map(str, self.paths))} (newest: {known})",
                             fix="pass a run id (or a unique prefix) from `harness compare --list`")
         return hits[0]
+
+    def cpu_workers(self, r: Result) -> int:
+        """How many processes shared the CPU while `r` was measured: a CPU figure
+        measured beside other workers is comparable only with figures measured
+        with as many (accelerators: each worker has its own device, always 1)."""
+        if r.device != HOST_DEVICE:
+            return 1
+        return int(((self.runs.get(r.run_id) or {}).get("env") or {}).get("workers") or 1)
 
     def newest_per_host(self) -> list[str]:
         """The newest run of each host: tonight's candidates when one job ran per device host."""
@@ -56,18 +69,45 @@ def run_order(run: dict) -> tuple:
     return run.get("started_at") or "", run.get("_seq", 0)
 
 
-def load_history(paths) -> History:
-    paths = [Path(p) for p in (paths or [default_path()])]
+def _spec(p):
+    s = str(p)
+    return s if "://" in s else Path(s)
+
+
+_SPARE = 5  # rows read beyond `depth` per group (see _gate_records)
+
+
+def load_history(paths, *, gate_depth: int | None = None, candidates: list[str] | None = None) -> History:
+    """The runs and results of the given stores (paths or database URLs).
+
+    With `gate_depth`, only what the history gate reads: every result of the
+    candidate runs (`candidates`: run ids, prefixes or 'latest'; default the
+    newest run of each host), and from earlier runs the newest `gate_depth`
+    clean results of each identity (per CPU worker count), plus the results of
+    earlier unfinished runs (the gate names those). Which rows those are is
+    decided from the indexed columns; only their records are parsed.
+    """
+    specs = [_spec(p) for p in (paths or [default_path()])]
+    shown = [redact(p) if isinstance(p, str) else p for p in specs]
     runs: dict[str, dict] = {}
-    results, seen = [], set()
-    for p in paths:
-        store = Store(p, read_only=True)
-        try:
-            for run in store.runs():
-                if run["run_id"] not in runs:
-                    run["_seq"] = len(runs)
-                    runs[run["run_id"]] = run
-            for r in store.results():
+    stores = []
+    try:
+        for p in specs:
+            stores.append(Store(p, read_only=True))
+            with _reading(p):
+                for run in stores[-1].runs():
+                    if run["run_id"] not in runs:
+                        run["_seq"] = len(runs)
+                        runs[run["run_id"]] = run
+        history = History(runs, [], shown)
+        if gate_depth is not None:
+            history.candidates = ([history.resolve_run(r) for r in candidates] if candidates
+                                  else history.newest_per_host())
+        seen = set()
+        for p, store in zip(specs, stores):
+            with _reading(p):
+                rs = store.results() if gate_depth is None else _gate_records(store, history, gate_depth)
+            for r in rs:
                 if r.metrics.get("origin") == "published":
                     # documents' figures imported with `harness import --published`:
                     # baselines.yaml already supplies them, and they are no measurement
@@ -75,12 +115,59 @@ def load_history(paths) -> History:
                 key = (r.run_id, r.case, r.model, r.created_at)
                 if key not in seen:  # the same run merged into two stores counts once
                     seen.add(key)
-                    results.append(r)
-        except Exception as exc:
-            raise UserError(f"cannot read results ({type(exc).__name__}: {exc})", path=p,
-                            fix="the file may be damaged; it was left untouched") from None
-        finally:
+                    history.results.append(r)
+    finally:
+        for store in stores:
             store.close()
-    return History(runs, results, paths)
+    return history
 
 
+class _reading:
+    """Any failure while reading a store: one UserError naming it (password masked)."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or isinstance(exc, UserError):
+            return False
+        where = redact(self.spec) if isinstance(self.spec, str) else self.spec
+        raise UserError(f"cannot read results ({kind.__name__}: {redact_text(str(exc), self.spec)})", path=where,
+                        fix="the store may be damaged or the server gone; it was left untouched") from None
+
+
+def _gate_records(store: Store, history: History, depth: int) -> list[Result]:
+    """The gate's share of one store. The gate holds a candidate case against the
+    newest `depth` clean results of the same case on the same machine class (and,
+    on the CPU, the same worker count) whose benchmark key matches; here every
+    such group keeps its newest `depth` + 5 clean rows (a candidate whose key
+    went back to one older than the group's newest rows could miss some), and a
+    group whose kept rows include a truncated or contended result is read whole."""
+    runs, cands = history.runs, set(history.candidates or [])
+    start = min((run_order(runs[c]) for c in cands if c in runs), default=("", 0))
+    mclass = {rid: machine_class(run.get("env")) for rid, run in runs.items()}
+    keep: set[int] = set()
+    groups: dict[tuple, list] = defaultdict(list)
+    for row_id, run_id, model, case, status, device in store.index_rows():
+        run = runs.get(run_id)
+        if run_id in cands:
+            keep.add(row_id)
+        elif run is None or run_order(run) >= start:
+            continue  # never in the gate's pool
+        elif run.get("status") != "finished":
+            keep.add(row_id)  # never a reference, but the gate says which runs it left out
+        elif status == "passed":
+            workers = int((run.get("env") or {}).get("workers") or 1) if device == HOST_DEVICE else 1
+            groups[(model, case, mclass[run_id], workers)].append((run_order(run), row_id))
+    cut = depth + _SPARE
+    for g in groups.values():
+        g.sort(reverse=True)
+        keep.update(i for _, i in g[:cut])
+    ids = sorted(keep)
+    records = store.records(ids)
+    unclean = {i for i, r in zip(ids, records) if r.metrics.get("truncated") or r.metrics.get("contended")}
+    more = {i for g in groups.values() if len(g) > cut and unclean & {j for _, j in g[:cut]} for _, i in g[cut:]}
+    return store.records(keep | more) if more else records

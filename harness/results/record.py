@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,9 @@ class Result:
     # The documented figure this result was held against, with its source and verdict.
     baseline: dict | None = None
     run_id: str | None = None
+    # which device of its family the case ran on (the runtime's index: npu-smi
+    # row, nvidia-smi number); None on the CPU and in stores written before
+    device_index: int | None = None
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def __post_init__(self):
@@ -52,8 +56,17 @@ class Result:
 
     @property
     def identity_key(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        values = tuple(getattr(self, k) for k in IDENTITY_FIELDS)
+        try:
+            return _identity_key(values)  # a year of history asks ~200,000 times for ~200 keys
+        except TypeError:  # an unhashable value
+            return _identity_key.__wrapped__(values)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@functools.lru_cache(maxsize=8192)
+def _identity_key(values: tuple) -> str:
+    blob = json.dumps(dict(zip(IDENTITY_FIELDS, values)), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

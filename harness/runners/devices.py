@@ -349,3 +349,49 @@ def device_model(family: str, report: DeviceReport | None = None) -> str | None:
     if detector == "host":
         return cpu_model()
     return None
+
+
+# -- one device per pytest-xdist worker ---------------------------------------
+def _visible(environ, var: str, found: list[int]) -> list[int]:
+    # a host already narrowed (ASCEND_RT_VISIBLE_DEVICES=4,5) shares out only those
+    given = [int(x) for x in environ.get(var, "").split(",") if x.strip().isdigit()]
+    return given or found
+
+
+def pin_worker(worker: int, report: DeviceReport | None = None, environ=None, families=None) -> dict[str, int]:
+    """Give pytest-xdist worker number `worker` its own device: NPUs by
+    ASCEND_RT_VISIBLE_DEVICES (the runtime then shows that one device as
+    logical 0, hence ASCEND_DEVICE_ID=0), GPUs by CUDA_VISIBLE_DEVICES. Set in
+    `environ` (default os.environ) before any framework starts; returns
+    {family: device index} for the results. Indices are the runtime's: NPUs in
+    `npu-smi info` row order, GPUs as nvidia-smi numbers them. With more
+    workers than devices, workers share devices round-robin. `families`: only
+    devices of these (the ones `-m` selects); default every family present."""
+    rep = report or detect()
+    env = os.environ if environ is None else environ
+    pinned: dict[str, int] = {}
+    if rep.npu is not None and rep.npu.chips:
+        mine = [i for i, c in enumerate(rep.npu.chips) if not families or family_of_chip(c) in families]
+        ids = _visible(env, "ASCEND_RT_VISIBLE_DEVICES", mine or list(range(rep.npu.count)))
+        idx = ids[worker % len(ids)]
+        env["ASCEND_RT_VISIBLE_DEVICES"] = str(idx)
+        env["ASCEND_DEVICE_ID"] = "0"
+        chip = rep.npu.chips[idx] if idx < rep.npu.count else rep.npu.chips[0]
+        fam = family_of_chip(chip)
+        if fam:
+            pinned[fam] = idx
+    if rep.gpus and (not families or "gpu" in families or not pinned):
+        ids = _visible(env, "CUDA_VISIBLE_DEVICES", [g.index for g in rep.gpus])
+        idx = ids[worker % len(ids)]
+        env["CUDA_VISIBLE_DEVICES"] = str(idx)
+        pinned["gpu"] = idx
+    return pinned
+
+
+def device_count(families) -> int:
+    """How many devices of these families this host has (pytest-xdist's `-n auto`)."""
+    rep = detect()
+    n = 0
+    for fam in families:
+        n += len(rep.gpus) if fam == "gpu" else len(rep.chips(fam))
+    return n
