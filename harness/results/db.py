@@ -185,11 +185,19 @@ def connect_error(url: sa.URL, exc: Exception, spec) -> UserError:
 
 
 # -- the schema ---------------------------------------------------------------
-def read_versions(conn) -> tuple[int | None, int]:
+def read_versions(conn, where_=None) -> tuple[int | None, int]:
     """(format_version, schema_version) stored in meta; None when meta is empty."""
     rows = dict(conn.execute(sa.select(meta_t.c.key, meta_t.c.value)).all())
-    fmt = int(rows["format_version"]) if "format_version" in rows else None
-    return fmt, int(rows.get("schema_version", 1))
+    out = []
+    for key, default in (("format_version", None), ("schema_version", 1)):
+        value = rows.get(key, default)
+        try:
+            out.append(None if value is None else int(value))
+        except (TypeError, ValueError):
+            raise UserError(f"results store has format version {value!r} under meta.{key}: not a number",
+                            path=where_, fix="this file was not written by the harness (or was edited); it was left "
+                                "untouched") from None
+    return out[0], out[1]
 
 
 def check_versions(fmt: int | None, schema: int, where_) -> None:
@@ -213,7 +221,7 @@ def migrate(conn, where_, *, postgres: bool) -> None:
     if postgres and {"runs", "results"} & tables and "meta" not in tables:
         raise UserError("not a results store (tables named runs/results, but no harness meta table)",
                         path=where_, fix="use a database of its own for the harness; nothing was changed")
-    fmt, schema = read_versions(conn) if "meta" in tables else (None, 0)
+    fmt, schema = read_versions(conn, where_) if "meta" in tables else (None, 0)
     check_versions(fmt, schema, where_)
     for number, _what, step in STEPS:
         if number > schema:
@@ -234,4 +242,4 @@ def check_readable(conn, where_, *, postgres: bool) -> None:
         raise UserError(f"not a results store ({what})", path=where_,
                         fix="point --store at a harness results store (run suites into it first); "
                             "it was left untouched")
-    check_versions(*read_versions(conn), where_)
+    check_versions(*read_versions(conn, where_), where_)

@@ -81,6 +81,9 @@ class Store:
             raise
 
     def _check_file(self, *, create: bool) -> None:
+        if self.path.is_dir():
+            raise UserError("the results store is a directory, not a file", path=self.path,
+                            fix="pass the results file (e.g. .harness/results.sqlite), not its folder")
         if self.path.exists() and not self.path.is_file() or not self.path.exists() and not create:
             raise UserError("results store not found", path=self.path,
                             fix=f"run the suites first, or pass --store / set {ENV_VAR}")
@@ -110,8 +113,12 @@ class Store:
             raise UserError(f"cannot open the results store ({getattr(exc, 'orig', exc)})", path=self.path,
                             fix="another process may hold it locked for long; retry, or check the file") from None
         except sa.exc.DatabaseError as exc:
-            raise UserError(f"not a results store ({db.redact_text(str(exc.orig), self.spec)})",
-                            path=self.location, fix=_NOT_A_STORE_FIX) from None
+            text = db.redact_text(str(exc.orig), self.spec)
+            if not self.is_postgres and "malformed" in text:  # an SQLite file cut short or damaged
+                raise UserError(f"the results store is corrupt ({text})", path=self.location,
+                                fix=f"recover what it holds with `sqlite3 {self.path} .recover | sqlite3 recovered.sqlite`"
+                                    ", or restore a copy; it was left untouched") from None
+            raise UserError(f"not a results store ({text})", path=self.location, fix=_NOT_A_STORE_FIX) from None
 
     def _migrate(self) -> None:
         with self.engine.begin() as conn:
