@@ -8,6 +8,7 @@ Every case turns into exactly one stored Result, whatever happens.
 
 from __future__ import annotations
 
+import time
 import traceback
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class HarnessSession:
         res.input_size, res.suite_sha256 = case.suite.input.size, self._suite_sha256(case.suite.path)
         if case.target is not None:
             res.target, res.runner, res.precision = case.target.name, case.target.runner, case.target.precision
+        started = time.perf_counter()
         try:
             report = devices.detect()
             wanted = [m for m in case.markers if m in report.present] or [case.device]
@@ -86,6 +88,8 @@ class HarnessSession:
             res.status = "error"
             res.reason = f"{type(exc).__name__}: {exc}"
             res.metrics["traceback"] = traceback.format_exc(limit=8)
+        # the case's wall time: what `harness run` learns its ETA from
+        res.metrics["case_s"] = round(time.perf_counter() - started, 3)
         self.store.add(res)
         self.status[res.status] += 1
         self.results.append(res)

@@ -91,6 +91,9 @@ STAGES: dict[str, str] = {
 STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
 #: stages a target may list in its `stages:` (export is per suite, not per target)
 TARGET_STAGES: tuple[str, ...] = tuple(s for s in STAGES if s != "export")
+#: how the throughput stage drives the runner: the harness's own timing loop,
+#: or an MLPerf LoadGen scenario (harness.stages.loadgen)
+SCENARIOS: tuple[str, ...] = ("harness", "offline", "singlestream", "server")
 #: markers that select no stage of ours but that suites and docs use
 OTHER_MARKERS: dict[str, str] = {
     "train": "trains briefly",

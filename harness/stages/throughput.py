@@ -7,7 +7,9 @@ as such, and is never held against a documented figure.
 
 from __future__ import annotations
 
+from harness.metrics import efficiency
 from harness.metrics.timing import measure
+from harness.runners.devices import cpu_model
 from harness.stages.base import Stage
 
 
@@ -31,6 +33,28 @@ def describe(t) -> str:
     return text
 
 
+def efficiency_metrics(case, ctx, res, throughput_ips: float) -> dict:
+    """GFLOP/s from the ONNX graph's operation count and the fraction of the peak (harness.metrics.efficiency).
+    Left out, saying why, when no ONNX graph of the model is at hand."""
+    suite = case.suite
+    if case.format != "onnx" and "onnx" not in (suite.export or []):
+        return {"efficiency_note": "no ONNX export of this model to count operations from"}
+    try:
+        onnx_path = ctx.models.artifact(suite, "onnx", case.batch_size, case.device).path
+        ops = efficiency.count_ops(onnx_path, case.batch_size)
+    except Exception as exc:  # noqa: BLE001 - efficiency is an addition; the measurement stands without it
+        return {"efficiency_note": f"operations not counted: {type(exc).__name__}: {exc}"}
+    if case.device == "cpu":
+        peak = efficiency.host_peak(ctx.models.cache.root, cpu_model=cpu_model())
+    else:
+        peak = efficiency.published_peak(case.device, case.target.precision if case.target else None,
+                                         res.metrics.get("gpu_model"))
+    out = efficiency.efficiency(throughput_ips, ops, peak)
+    if peak is None:
+        out["efficiency_note"] = f"no published peak for {case.device} at this precision"
+    return out
+
+
 class ThroughputStage(Stage):
     name = "throughput"
 
@@ -42,6 +66,7 @@ class ThroughputStage(Stage):
             res.metrics.update(getattr(runner, "extra_metrics", dict)())
         res.metrics.update(timing.as_metrics())
         res.reason = describe(timing)
+        res.metrics.update(efficiency_metrics(case, ctx, res, timing.throughput_ips))
         if timing.contended:
             return  # the neighbour's figure as much as ours: held against nothing
         ctx.hold_baselines(case, res, "throughput_ips", timing.throughput_ips)
