@@ -190,8 +190,11 @@ def pytest_report_teststatus(report, config):
     if config.stash.get(_PROGRESS_KEY, None) is None:
         return None
     outcome = report.outcome
-    if report.when in ("collect", "setup", "teardown") and outcome == "failed":
-        outcome = "error"
+    if report.when in ("collect", "setup", "teardown"):
+        if outcome == "passed":
+            return "", "", ""  # counted at the call, as pytest does
+        if outcome == "failed":
+            outcome = "error"
     return outcome, "", ""
 
 

@@ -50,16 +50,27 @@ PUBLISHED_PEAKS: dict[tuple[str, str], tuple[float, str]] = {
 }
 
 
-def count_ops(onnx_path, batch_size: int = 1) -> dict:
-    """Multiply-accumulates per image of the graph's Conv/Gemm/MatMul nodes (onnx-tool's profile)."""
+def count_ops(onnx_path, batch_size: int = 1, input_shape: tuple[int, ...] | None = None) -> dict:
+    """Multiply-accumulates per image of the graph's Conv/Gemm/MatMul nodes (onnx-tool's profile).
+
+    ``input_shape`` (batch first) fixes a graph input with symbolic dimensions
+    (a dynamic-batch export); the count is then per image of that shape."""
     import contextlib
     import io
 
+    import onnx
     import onnx_tool
 
-    model = onnx_tool.Model(str(onnx_path))
+    proto = onnx.load(str(onnx_path))
+    feeds = None
+    if input_shape is not None:
+        inits = {t.name for t in proto.graph.initializer}
+        first = next(i for i in proto.graph.input if i.name not in inits)
+        feeds = {first.name: np.zeros(input_shape, np.float32)}
+        batch_size = input_shape[0]
+    model = onnx_tool.Model(proto)
     with contextlib.redirect_stdout(io.StringIO()):  # onnx-tool prints its progress
-        model.graph.shape_infer()
+        model.graph.shape_infer(feeds)
         model.graph.profile()
     macs = sum(float(n.macs[0]) for n in model.graph.nodemap.values() if n.op_type in COUNTED_OPS)
     per_image = macs / max(1, batch_size)

@@ -41,7 +41,8 @@ def efficiency_metrics(case, ctx, res, throughput_ips: float) -> dict:
         return {"efficiency_note": "no ONNX export of this model to count operations from"}
     try:
         onnx_path = ctx.models.artifact(suite, "onnx", case.batch_size, case.device).path
-        ops = efficiency.count_ops(onnx_path, case.batch_size)
+        size = suite.input.size
+        ops = efficiency.count_ops(onnx_path, case.batch_size, (case.batch_size, 3, size, size))
     except Exception as exc:  # noqa: BLE001 - efficiency is an addition; the measurement stands without it
         return {"efficiency_note": f"operations not counted: {type(exc).__name__}: {exc}"}
     if case.device == "cpu":
