@@ -162,6 +162,7 @@ def _session(config):
                              "min_duration_s": config.getoption("--harness-min-duration")},
             argv=list(config.invocation_params.args),
             env_extra=extra or None,
+            scenario=config.getoption("--harness-scenario"),
         )
         config.stash[_SESSION_KEY] = s
     return s
@@ -219,7 +220,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.write_sep("-", "harness")
     tr.write_line(f"run {s.run_id}: " + ", ".join(f"{v} {k}" for k, v in s.status.items()))
     # throughput: median +- the 95% interval over repetitions, contended / imprecise marked
-    tr.write(render_tables(s.results, terminal=tr.hasmarkup, width=tr._tw.fullwidth))
+    tr.write(render_tables(s.results, terminal=tr.hasmarkup, width=tr._tw.fullwidth if tr.hasmarkup else 100))
     tr.write_line(f"results: {os.path.abspath(s.store.path)}")
     out = config.getoption("--harness-report")
     if out:

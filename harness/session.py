@@ -29,7 +29,8 @@ def _why_absent(family: str) -> str:
 class HarnessSession:
     def __init__(self, *, store: str | Path | None = None, cache: str | Path | None = None,
                  baselines: str | Path | None = None, timing_override: dict | None = None,
-                 argv: list[str] | None = None, baselines_file=None, env_extra: dict | None = None):
+                 argv: list[str] | None = None, baselines_file=None, env_extra: dict | None = None,
+                 scenario: str | None = None):
         self.store = Store(store)
         env = provenance.capture()
         if env_extra:
@@ -42,6 +43,7 @@ class HarnessSession:
                                why_absent=_why_absent)
         self.context = StageContext(models, baselines=baselines_file, baselines_path=self.baselines_path,
                                     timing_override=timing_override)
+        self.context.scenario_override = scenario
         self.status = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
         self._suite_hashes: dict = {}
         self.results: list[Result] = []

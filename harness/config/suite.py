@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import UserError
-from harness.vocab import DEVICE_NAMES, EXPORT_FORMATS, FORMAT_NAMES, PRECISIONS
+from harness.vocab import DEVICE_NAMES, EXPORT_FORMATS, FORMAT_NAMES, PRECISIONS, SCENARIOS
 
 SUITE_FORMAT_VERSION = 1
 
@@ -192,6 +192,12 @@ class TargetSpec(_Strict):
     # the gears (atc --dynamic_batch_size, 2 to 100 of them), which must hold
     # every batch size. Needs an ONNX whose graph does not fix the batch.
     dynamic_batch: bool | list[int] = False
+    # throughput under MLPerf LoadGen (harness.metrics.loadgen): offline,
+    # singlestream or server; harness = the harness's own timing loop
+    scenario: Literal[SCENARIOS] = "harness"
+    # Server scenario: the 99th-percentile latency bound (default: 4 x one
+    # batch's time at the Offline rate)
+    server_latency_ms: float | None = Field(default=None, gt=0)
 
     @field_validator("runner", mode="before")
     @classmethod

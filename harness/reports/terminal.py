@@ -67,7 +67,7 @@ def _model_rows(results: list[Result]) -> list[list[str]]:
         documented, verdict = _documented(r)
         if r.status in ("failed", "error") and not verdict:
             verdict = r.status
-        scenario = m.get("scenario")
+        scenario = r.scenario or m.get("scenario")
         target = r.target or r.device
         if scenario and scenario != "harness":
             target += f" [{scenario}]"
@@ -119,6 +119,7 @@ def render(results: list[Result], *, terminal: bool, title: str | None = None, w
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     buf = io.StringIO()
     console = Console(file=buf, width=min(width, WIDTH), force_terminal=terminal, no_color=not terminal,
@@ -148,7 +149,7 @@ def render(results: list[Result], *, terminal: bool, title: str | None = None, w
                 t.add_column(name, justify=just, overflow="fold")
             for row in rows:
                 style = {"fail": "red", "failed": "red", "error": "red", "pass": "green"}.get(row[-1].split(",")[0])
-                t.add_row(*row, style=style if terminal else None)
+                t.add_row(*(Text(c) for c in row), style=style if terminal else None)  # no markup in data
                 marks_used.update(ch for ch in row[2] if ch in "C~!")
             console.print(t)
         else:

@@ -7,7 +7,8 @@ as such, and is never held against a documented figure.
 
 from __future__ import annotations
 
-from harness.metrics import efficiency
+from harness.errors import CaseFailed, CaseSkipped
+from harness.metrics import efficiency, loadgen
 from harness.metrics.timing import measure
 from harness.runners.devices import cpu_model
 from harness.stages.base import Stage
@@ -62,6 +63,10 @@ class ThroughputStage(Stage):
     def run(self, case, ctx, res):
         suite = case.suite
         x = ctx.inputs(suite, case.batch_size)
+        scenario = ctx.scenario_override or (case.target.scenario if case.target is not None else "harness")
+        res.scenario = scenario
+        if scenario != "harness":
+            return self._run_loadgen(case, ctx, res, x, scenario)
         with ctx.runner(case, res, ctx.target_artifact(case, res)) as runner:
             timing = measure(runner, x, ctx.timing(suite, case.target))
             res.metrics.update(getattr(runner, "extra_metrics", dict)())
@@ -71,3 +76,30 @@ class ThroughputStage(Stage):
         if timing.contended:
             return  # the neighbour's figure as much as ours: held against nothing
         ctx.hold_baselines(case, res, "throughput_ips", timing.throughput_ips)
+
+    def _run_loadgen(self, case, ctx, res, x, scenario: str) -> None:
+        why = loadgen.available()
+        if why:
+            raise CaseSkipped(why)
+        cfg = ctx.timing(case.suite, case.target)
+        with ctx.runner(case, res, ctx.target_artifact(case, res)) as runner:
+            m = loadgen.measure_scenario(runner, x, scenario, min_duration_s=cfg.min_duration_s,
+                                         min_queries=cfg.min_iterations,
+                                         server_latency_ms=getattr(case.target, "server_latency_ms", None))
+            res.metrics.update(getattr(runner, "extra_metrics", dict)())
+        res.metrics.update(m)
+        lg = m["loadgen"]
+        validity = lg.get("result_validity", "no result")
+        early = lg.get("early_stopping_result") or ""
+        if m.get("throughput_ips") is None:
+            tried = ", ".join(f"{t['target_qps']:.1f}" for t in m.get("server_tried", []))
+            raise CaseFailed(f"LoadGen {scenario}: no target rate met the {m.get('server_latency_ms', 0):.1f} ms "
+                             f"bound (tried {tried} QPS)")
+        head = {"offline": f"{m['throughput_ips']:.2f} samples/s",
+                "singlestream": f"p90 {m['latency_ms_p90']:.2f} ms",
+                "server": f"{m['throughput_ips']:.2f} QPS within p99 <= {m.get('server_latency_ms', 0):.1f} ms"}[scenario]
+        res.reason = f"LoadGen {scenario}: {head}, {validity}" + (f"; early stopping: {early.strip()}" if early else "")
+        res.metrics.update(efficiency_metrics(case, ctx, res, m["throughput_ips"]))
+        if scenario == "offline" and m["loadgen_valid"]:
+            # the Offline rate is the figure the documents' throughput tables hold
+            ctx.hold_baselines(case, res, "throughput_ips", m["throughput_ips"])
