@@ -36,6 +36,7 @@ import numpy as np
 SCENARIO_NAMES = {"offline": "Offline", "singlestream": "SingleStream", "server": "Server"}
 # the Server search: target rates as fractions of the Offline rate, highest first
 SERVER_FRACTIONS = (0.9, 0.75, 0.6, 0.45, 0.3, 0.2, 0.1)
+OFFLINE_HEADROOM = 1.5
 KEEP = ("result_validity", "result_invalid_reason", "early_stopping_met", "early_stopping_result",
         "result_samples_per_second", "result_scheduled_samples_per_sec", "result_completed_samples_per_sec",
         "result_query_count", "result_min_duration_met", "result_min_queries_met", "result_mean_latency_ns",
@@ -133,7 +134,9 @@ def run_loadgen(runner, batch: np.ndarray, scenario: str, *, min_duration_s: flo
     st.min_duration_ms = int(1000 * min_duration_s)
     st.min_query_count = max(1, int(min_queries))
     if scenario == "offline":
-        st.offline_expected_qps = max(1.0, expected_qps)
+        # LoadGen sizes its one query from this rate: headroom, so that a host
+        # faster than the warm-up estimate still meets the minimum duration
+        st.offline_expected_qps = max(1.0, OFFLINE_HEADROOM * expected_qps)
     elif scenario == "singlestream":
         st.single_stream_expected_latency_ns = int(1e9 / max(expected_qps, 1e-3))
     else:
