@@ -129,6 +129,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("latency_ms_p50", "lower", "ms", "throughput", timed=True, gated=True),
     Metric("latency_ms_p90", "lower", "ms", "throughput", timed=True),
     Metric("latency_ms_p99", "lower", "ms", "throughput", timed=True),
+    # efficiency (harness.metrics.efficiency): throughput x operations per image, and its share of the peak
+    Metric("gflop_s", "higher", "GFLOP/s", "throughput", timed=True),
+    Metric("peak_fraction", "higher", "1", "throughput", timed=True),
     Metric("top1", "higher", "%", "accuracy", gated=True),
     Metric("top5", "higher", "%", "accuracy", gated=True),
     Metric("train_loss", "lower", "1", None),

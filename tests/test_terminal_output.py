@@ -125,6 +125,27 @@ def test_harness_run_without_a_terminal_prints_plain_lines_and_the_table(project
     table = out[out.index("toy: "):out.index("skipped:")]
     assert table.strip() in shown, shown
 
+    # the efficiency figures: in the store, the HTML report and the CSV export
+    import json
+    import sqlite3
+    recs = [json.loads(r[0]) for r in sqlite3.connect(store).execute("SELECT record FROM results")]
+    [m] = [r["metrics"] for r in recs if r["case"] == "throughput[cpu-ort-bs2]"]
+    assert m["macs_per_image"] == CONV_MACS + GEMM_MACS and m["peak_kind"] == "measured"
+    assert m["gflop_s"] == pytest.approx(m["throughput_ips"] * 2 * (CONV_MACS + GEMM_MACS) / 1e9)
+    assert m["peak_fraction"] == pytest.approx(m["gflop_s"] / m["peak_gflop_s"])
+    assert float(row.group(3)) == pytest.approx(m["gflop_s"], abs=0.051)
+    assert float(row.group(4)) == pytest.approx(100 * m["peak_fraction"], abs=0.051)
+    rc, _ = _harness(["report", "--store", str(store), "--out", str(project / "r.html")], project, tty=False)
+    html = (project / "r.html").read_text()
+    assert rc == 0 and "GFLOP/s (peak)" in html and f"{m['gflop_s']:.1f} ({100 * m['peak_fraction']:.1f}%)" in html
+    rc, _ = _harness(["export", "--store", str(store), "--format", "csv", "--out", str(project / "r.csv")],
+                     project, tty=False)
+    import csv
+    rows = list(csv.DictReader((project / "r.csv").open()))
+    [r2] = [r for r in rows if r["case"] == "throughput[cpu-ort-bs2]"]
+    assert rc == 0 and float(r2["peak_fraction"]) == pytest.approx(m["peak_fraction"])
+    assert float(r2["gflop_s"]) == pytest.approx(m["gflop_s"]) and r2["peak_source"].startswith("float32 GEMM")
+
 
 def test_harness_run_on_a_terminal_shows_progress_and_draws_the_table(project):
     store = project / "r.sqlite"
