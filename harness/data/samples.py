@@ -134,7 +134,7 @@ def _in_processes(samples: list[Sample], recipe: Recipe, workers: int, lookahead
 
 def batches(samples: list[Sample], recipe: Recipe, batch_size: int, *, on_corrupt: str = "error",
             skipped: list | None = None, workers: int = 0, source=None, processes: bool = False,
-            prefetch: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+            prefetch: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
     """Yield (inputs, labels, n_real). The last batch is padded with zeros to
     `batch_size` for fixed-batch models; only its first n_real rows count.
 
@@ -145,8 +145,10 @@ def batches(samples: list[Sample], recipe: Recipe, batch_size: int, *, on_corrup
 
     With ``prefetch`` the next batch is assembled (read from the cache or the
     decoders, stacked) in a background thread while the caller runs the
-    current one: the runtimes release the GIL during inference, so the
-    assembly hides behind it instead of adding to it.
+    current one (the runtimes release the GIL during inference). Off by
+    default: on a 2-core host whose cores ONNX Runtime's threads already use,
+    the extra thread made the warm-cache pass slower in 7 of 8 interleaved
+    rounds (benchmarks/eval_pipeline.py); it can pay where a core is free.
     """
     if on_corrupt not in ("error", "skip"):
         raise UserError(f"unknown on_corrupt policy {on_corrupt!r}", fix="use 'error' or 'skip'")
