@@ -32,21 +32,21 @@ COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 PEAK_FORMAT = 1
 GEMM_N = 2048  # large enough to be compute-bound, small enough to measure in about a second on 2 cores
 
-#: (device family, precision) -> (peak GFLOP/s, source). Dense figures from
-#: the vendors' datasheets; an INT8 figure is in TOPS (ops, not FLOPs).
+#: (device model as npu-smi / nvidia-smi name it, precision) -> (peak GFLOP/s,
+#: source). Dense figures from the vendors' datasheets; an INT8 figure is in
+#: TOPS (ops, not FLOPs).
 PUBLISHED_PEAKS: dict[tuple[str, str], tuple[float, str]] = {
-    ("gpu:Tesla T4", "fp32"): (8100.0, "NVIDIA T4 Tensor Core GPU datasheet: single precision 8.1 TFLOPS"),
-    ("gpu:Tesla T4", "fp16"): (65000.0, "NVIDIA T4 Tensor Core GPU datasheet: mixed precision (FP16/FP32) "
-                                        "65 TFLOPS"),
-    ("gpu:Tesla T4", "int8"): (130000.0, "NVIDIA T4 Tensor Core GPU datasheet: INT8 130 TOPS"),
-    ("ascend310", "fp16"): (11000.0, "Huawei Ascend 310 AI processor product page: FP16 11 TFLOPS "
-                                     "(not checked against a datasheet here)"),
-    ("ascend310", "int8"): (22000.0, "Huawei Ascend 310 AI processor product page: INT8 22 TOPS "
-                                     "(not checked against a datasheet here)"),
-    ("ascend310p", "fp16"): (70000.0, "Huawei Atlas 300I Pro inference card datasheet (one Ascend 310P): "
-                                      "FP16 70 TFLOPS (not checked against a datasheet here)"),
-    ("ascend310p", "int8"): (140000.0, "Huawei Atlas 300I Pro inference card datasheet (one Ascend 310P): "
-                                       "INT8 140 TOPS (not checked against a datasheet here)"),
+    ("Tesla T4", "fp32"): (8100.0, "NVIDIA T4 Tensor Core GPU datasheet: single precision 8.1 TFLOPS"),
+    ("Tesla T4", "fp16"): (65000.0, "NVIDIA T4 Tensor Core GPU datasheet: mixed precision (FP16/FP32) 65 TFLOPS"),
+    ("Tesla T4", "int8"): (130000.0, "NVIDIA T4 Tensor Core GPU datasheet: INT8 130 TOPS"),
+    ("310", "fp16"): (11000.0, "Huawei Ascend 310 AI processor product page: FP16 11 TFLOPS "
+                               "(not checked against a datasheet here)"),
+    ("310", "int8"): (22000.0, "Huawei Ascend 310 AI processor product page: INT8 22 TOPS "
+                               "(not checked against a datasheet here)"),
+    ("310P3", "fp16"): (70000.0, "Huawei Atlas 300I Pro inference card datasheet (one Ascend 310P3): "
+                                 "FP16 70 TFLOPS (not checked against a datasheet here)"),
+    ("310P3", "int8"): (140000.0, "Huawei Atlas 300I Pro inference card datasheet (one Ascend 310P3): "
+                                  "INT8 140 TOPS (not checked against a datasheet here)"),
 }
 
 
@@ -169,9 +169,9 @@ def host_peak(cache_dir, *, cpu_model: str | None = None, measure=None) -> dict:
     return peak
 
 
-def published_peak(device: str, precision: str | None, gpu_model: str | None = None) -> dict | None:
-    prec = (precision or "fp32").lower()
-    key = (f"gpu:{gpu_model}" if device == "gpu" and gpu_model else device, prec)
+def published_peak(device_model: str | None, precision: str | None) -> dict | None:
+    """The vendor's peak for this chip or GPU model at this precision, or None when we hold none."""
+    key = (device_model or "", (precision or "fp32").lower())
     if key not in PUBLISHED_PEAKS:
         return None
     value, source = PUBLISHED_PEAKS[key]

@@ -10,8 +10,9 @@ from __future__ import annotations
 from harness.errors import CaseFailed, CaseSkipped
 from harness.metrics import efficiency, loadgen
 from harness.metrics.timing import measure
-from harness.runners.devices import cpu_model
+from harness.runners.devices import cpu_model, device_model
 from harness.stages.base import Stage
+from harness.vocab import DEVICES
 
 
 def describe(t) -> str:
@@ -46,14 +47,15 @@ def efficiency_metrics(case, ctx, res, throughput_ips: float) -> dict:
         ops = efficiency.count_ops(onnx_path, case.batch_size, (case.batch_size, 3, size, size))
     except Exception as exc:  # noqa: BLE001 - efficiency is an addition; the measurement stands without it
         return {"efficiency_note": f"operations not counted: {type(exc).__name__}: {exc}"}
-    if case.device == "cpu":
+    if DEVICES[case.device].detector == "host":  # the CPU: its peak is measured
         peak = efficiency.host_peak(ctx.models.cache.root, cpu_model=cpu_model())
     else:
-        peak = efficiency.published_peak(case.device, case.target.precision if case.target else None,
-                                         res.metrics.get("gpu_model"))
+        model = res.metrics.get("gpu_model") or res.metrics.get("device_model") or device_model(case.device)
+        peak = efficiency.published_peak(model, case.target.precision if case.target else None)
+        if peak is None:
+            return {**efficiency.efficiency(throughput_ips, ops, None),
+                    "efficiency_note": f"no published peak held for {model or case.device} at this precision"}
     out = efficiency.efficiency(throughput_ips, ops, peak)
-    if peak is None:
-        out["efficiency_note"] = f"no published peak for {case.device} at this precision"
     return out
 
 
