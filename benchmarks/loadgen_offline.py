@@ -7,7 +7,12 @@ Both drive the same OnnxRuntimeRunner (one session, one input batch):
   loadgen: harness.metrics.loadgen.run_loadgen, scenario Offline (samples/s)
 interleaved in one process, alternating which goes first each round, so a
 busy neighbour hits both alike. Prints each round's figures and the median
-of the per-round ratios loadgen / harness (target >= 0.99).
+of the per-round ratios loadgen / harness (target >= 0.99), twice: against
+the harness's reported figure (the median over its repetitions) and against
+its pooled rate (all its timed images over all its timed seconds), which is
+how LoadGen computes samples/s. On a noisy host the two estimators differ
+(a median sets slow windows aside; a pooled rate pays for them), so the
+pooled ratio is the one that isolates LoadGen's own cost.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ def main() -> int:
         cfg = TimingConfig(warmup=3, min_iterations=3, min_duration_s=args.seconds, repetitions=3,
                            budget_s=2 * args.seconds, max_repetitions=5)
         qps = estimate_qps(runner, x, 1.0)
-        ratios = []
+        ratios, pooled = [], []
         print(f"{args.arch} bs{args.batch} {args.size}px, ONNX Runtime {runner.version()}, "
               f"{args.rounds} rounds of about {args.seconds:.0f} s per side")
         for rnd in range(args.rounds):
@@ -60,18 +65,24 @@ def main() -> int:
             order = ("harness", "loadgen") if rnd % 2 == 0 else ("loadgen", "harness")
             for side in order:
                 if side == "harness":
-                    figs[side] = measure(runner, x, cfg).throughput_ips
+                    t = measure(runner, x, cfg)
+                    figs[side] = t.throughput_ips
+                    figs["pooled"] = (args.batch * sum(r["iterations"] for r in t.repetitions)
+                                      / sum(r["duration_s"] for r in t.repetitions))
                 else:
                     s = run_loadgen(runner, x, "offline", min_duration_s=args.seconds, min_queries=1,
                                     expected_qps=qps)
                     figs[side] = float(s["result_samples_per_second"])
-                    figs["validity"] = s.get("result_validity")
+                    figs["validity"] = f"{s.get('result_validity')}, {s.get('effective_samples_per_query')} samples"
             ratios.append(figs["loadgen"] / figs["harness"])
-            print(f"round {rnd + 1} ({order[0]} first): harness {figs['harness']:.2f} img/s, loadgen "
-                  f"{figs['loadgen']:.2f} samples/s ({figs['validity']}), ratio {ratios[-1]:.4f}")
+            pooled.append(figs["loadgen"] / figs["pooled"])
+            print(f"round {rnd + 1} ({order[0]} first): harness {figs['harness']:.2f} img/s (pooled "
+                  f"{figs['pooled']:.2f}), loadgen {figs['loadgen']:.2f} samples/s ({figs['validity']}), "
+                  f"ratio {ratios[-1]:.4f} (pooled {pooled[-1]:.4f})")
         runner.close()
-    print(f"loadgen / harness: median {statistics.median(ratios):.4f} over {len(ratios)} rounds "
-          f"(min {min(ratios):.4f}, max {max(ratios):.4f}); target >= 0.99")
+    for name, rs in (("harness's median", ratios), ("harness's pooled rate", pooled)):
+        print(f"loadgen / {name}: median {statistics.median(rs):.4f} over {len(rs)} rounds "
+              f"(min {min(rs):.4f}, max {max(rs):.4f}); target >= 0.99")
     return 0
 
 

@@ -106,6 +106,9 @@ class DatasetSpec(_Strict):
     require_complete: bool = False
     # Decode/preprocess threads, overlapping inference (0: in the caller).
     workers: int = Field(2, ge=0)
+    # threads: `workers` threads in this process; processes: a pool of
+    # `workers` processes (0: one per core), so decoding scales with the cores
+    decode_pool: Literal["threads", "processes"] = "threads"
     # Keep preprocessed inputs on disk (memory-mapped float32, keyed by recipe
     # and file) under the artifact cache, so later runs skip decoding.
     prep_cache: bool = False

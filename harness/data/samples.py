@@ -147,8 +147,9 @@ def batches(samples: list[Sample], recipe: Recipe, batch_size: int, *, on_corrup
     decoders, stacked) in a background thread while the caller runs the
     current one (the runtimes release the GIL during inference). Off by
     default: on a 2-core host whose cores ONNX Runtime's threads already use,
-    the extra thread made the warm-cache pass slower in 7 of 8 interleaved
-    rounds (benchmarks/eval_pipeline.py); it can pay where a core is free.
+    interleaved rounds (benchmarks/eval_pipeline.py) showed no consistent gain
+    (slower in 7 of 8 rounds in one series, faster in 3 of 5 in the next);
+    it can pay where a core is free.
     """
     if on_corrupt not in ("error", "skip"):
         raise UserError(f"unknown on_corrupt policy {on_corrupt!r}", fix="use 'error' or 'skip'")

@@ -136,7 +136,7 @@ def run_loadgen(runner, batch: np.ndarray, scenario: str, *, min_duration_s: flo
     if scenario == "offline":
         # LoadGen sizes its one query from this rate: headroom, so that a host
         # faster than the warm-up estimate still meets the minimum duration
-        st.offline_expected_qps = max(1.0, OFFLINE_HEADROOM * expected_qps)
+        st.offline_expected_qps = offline_qps_setting(OFFLINE_HEADROOM * expected_qps, min_duration_s, batch.shape[0])
     elif scenario == "singlestream":
         st.single_stream_expected_latency_ns = int(1e9 / max(expected_qps, 1e-3))
     else:
@@ -157,6 +157,17 @@ def run_loadgen(runner, batch: np.ndarray, scenario: str, *, min_duration_s: flo
             lg.DestroyQSL(qsl)
             lg.DestroySUT(sut)
         return read_detail_log(Path(out) / "mlperf_log_detail.txt")
+
+
+def offline_qps_setting(qps: float, min_duration_s: float, batch_size: int) -> float:
+    """The expected rate to give LoadGen so that its one Offline query holds a whole number of batches.
+
+    LoadGen sizes that query as expected QPS x minimum duration x 1.1; a
+    query of 115 samples at batch 8 would end in a batch padded with 5 idle
+    rows, about 4% of the work done for nothing."""
+    per_s = 1.1 * max(min_duration_s, 1e-3)
+    samples = max(batch_size, -(-int(max(1.0, qps) * per_s) // batch_size) * batch_size)
+    return (samples + 0.5) / per_s
 
 
 def _ms(ns) -> float | None:
