@@ -22,9 +22,13 @@ from harness.plan import Case, build_plan, read_suite, validate_suite
 from harness.reports import write_report
 from harness.results.store import Store, StoreUnavailable, new_run_id, redact
 from harness.runners import devices, register_runner
+from harness.reports.progress import RunProgress, history_durations
+from harness.reports.terminal import render as render_tables
+from harness.results.history import load_history
+from harness.results.store import default_path
 from harness.session import HarnessSession  # opens the store: only when a case runs
 from harness.stages import stages
-from harness.vocab import DEVICE_FAMILIES, OTHER_MARKERS, STAGES
+from harness.vocab import DEVICE_FAMILIES, OTHER_MARKERS, SCENARIOS, STAGES
 
 
 def markers() -> dict[str, str]:
@@ -56,6 +60,7 @@ def timing_override(config) -> dict:
     return {k: config.getoption(opt) for k, opt in TIMING_OPTIONS.items()}
 _PIN_KEY = pytest.StashKey["dict"]()  # pytest-xdist worker: {family: device index} it was given
 _RUN_KEY = pytest.StashKey["dict"]()  # pytest-xdist controller: the run its workers share
+_PROGRESS_KEY = pytest.StashKey["object"]()
 
 
 def pytest_addoption(parser):
@@ -71,6 +76,11 @@ def pytest_addoption(parser):
     g.addoption("--harness-warmup", type=int, default=None, help="override every suite's timing.warmup")
     g.addoption("--harness-min-iterations", type=int, default=None, help="override timing.min_iterations")
     g.addoption("--harness-min-duration", type=float, default=None, help="override timing.min_duration_s")
+    g.addoption("--harness-progress", action="store_true", default=False,
+                help="show progress instead of pytest's dots: a live line on a terminal (current case, done, "
+                     "left, ETA), one line per finished case otherwise (`harness run` turns it on)")
+    g.addoption("--harness-scenario", default=None, choices=SCENARIOS,
+                help="run throughput cases under this MLPerf LoadGen scenario (overrides the suites' scenario:)")
 
 
 def pytest_addhooks(pluginmanager):
@@ -199,12 +209,17 @@ class CaseItem(pytest.Item):
 
     def runtest(self):
         session = _session(self.config)
+        progress = self.config.stash.get(_PROGRESS_KEY, None)
+        if progress is not None:
+            progress.start(self.case.suite.model, self.case.name)
         try:
             res = session.execute(self.case)
         except StoreUnavailable as exc:
             # stop here: the cases stored so far stay, the run ends interrupted
             self.session.shouldstop = f"harness: results database lost; run {session.run_id} interrupted"
             raise CaseFailed(f"[store lost] {exc}") from None
+        if progress is not None:
+            progress.finish(res)
         self.user_properties.append(("harness_result", res.to_dict()))
         if res.status == "error" and session.input_error(res):
             input_errors(self.config).append(f"{self.case.suite.model} {self.case.name}: {res.reason}")
@@ -241,6 +256,7 @@ def _session(config):
                 timing_override=timing_override(config),
                 argv=list(config.invocation_params.args),
                 env_extra=extra or None,
+                scenario=config.getoption("--harness-scenario"),
             )
         except (UserError, OSError) as exc:
             # the store (or cache) cannot be used: one error for the run, not one per case
@@ -260,7 +276,41 @@ def _where(spec: str) -> str:
     return redact(spec) if "://" in spec else os.path.abspath(spec)
 
 
+def pytest_collection_finish(session):
+    config = session.config
+    if not config.getoption("--harness-progress") or config.getoption("collectonly"):
+        return
+    cases = [(i.case.suite.model, i.case.name, i.case.stage) for i in session.items if isinstance(i, CaseItem)]
+    if not cases:
+        return
+    path = Path(config.getoption("--harness-store") or default_path())
+    try:
+        history = history_durations(load_history([path]).results) if path.is_file() else {}
+    except UserError:
+        history = {}  # a store the run itself will refuse, with its message, when it opens it
+    # a private copy of stdout: pytest's capture during a case does not reach it
+    out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
+    config.stash[_PROGRESS_KEY] = RunProgress(cases, history, terminal=out.isatty(), out=out)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_report_teststatus(report, config):
+    # with --harness-progress the progress line replaces pytest's dots
+    if config.stash.get(_PROGRESS_KEY, None) is None:
+        return None
+    outcome = report.outcome
+    if report.when in ("collect", "setup", "teardown"):
+        if outcome == "passed":
+            return "", "", ""  # counted at the call, as pytest does
+        if outcome == "failed":
+            outcome = "error"
+    return outcome, "", ""
+
+
 def pytest_sessionfinish(session, exitstatus):
+    progress = session.config.stash.get(_PROGRESS_KEY, None)
+    if progress is not None:
+        progress.close()
     config = session.config
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     if _is_xdist_controller(config):
@@ -341,11 +391,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     tr.write_sep("-", "harness")
     tr.write_line(f"run {s.run_id}: " + ", ".join(f"{v} {k}" for k, v in s.status.items()))
-    timed = [r for r in s.results if r.stage == "throughput" and r.status in ("passed", "failed")]
-    if timed:  # value +- the 95% interval over repetitions; contended ones say so
-        tr.write_line("throughput (median ± 95% CI over repetitions):")
-        for r in timed:
-            tr.write_line(f"  {r.model} {r.case}: {r.reason}")
+    # throughput: median +- the 95% interval over repetitions, contended / imprecise marked
+    tr.write(render_tables(s.results, terminal=tr.hasmarkup, width=tr._tw.fullwidth if tr.hasmarkup else 100))
     tr.write_line(f"results: {_where(s.store.spec)}")
     if getattr(s, "finish_note", None):
         tr.write_line(s.finish_note)

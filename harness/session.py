@@ -8,6 +8,7 @@ Every case turns into exactly one stored Result, whatever happens.
 
 from __future__ import annotations
 
+import time
 import traceback
 from pathlib import Path
 
@@ -30,7 +31,8 @@ class HarnessSession:
     def __init__(self, *, store: str | Path | None = None, cache: str | Path | None = None,
                  baselines: str | Path | None = None, timing_override: dict | None = None,
                  argv: list[str] | None = None, baselines_file=None, env_extra: dict | None = None,
-                 run_id: str | None = None, workers: int = 1, pinned: dict[str, int] | None = None):
+                 run_id: str | None = None, workers: int = 1, pinned: dict[str, int] | None = None,
+                 scenario: str | None = None):
         """run_id: join this run (pytest-xdist workers share one; the controller
         finishes it). workers: how many processes measure this run at once.
         pinned: {family: device index} this process was given."""
@@ -49,6 +51,7 @@ class HarnessSession:
                                why_absent=_why_absent)
         self.context = StageContext(models, baselines=baselines_file, baselines_path=self.baselines_path,
                                     timing_override=timing_override)
+        self.context.scenario_override = scenario
         self.status = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
         self._suite_hashes: dict = {}
         self.results: list[Result] = []
@@ -73,6 +76,7 @@ class HarnessSession:
             res.target, res.runner, res.precision = case.target.name, case.target.runner, case.target.precision
             if case.device != HOST_DEVICE:
                 res.device_index = self.pinned.get(case.device, case.target.device_id)
+        started = time.perf_counter()
         try:
             report = devices.detect()
             wanted = [m for m in case.markers if m in report.present] or [case.device]
@@ -98,6 +102,8 @@ class HarnessSession:
             res.status = "error"
             res.reason = f"{type(exc).__name__}: {exc}"
             res.metrics["traceback"] = traceback.format_exc(limit=8)
+        # the case's wall time: what `harness run` learns its ETA from
+        res.metrics["case_s"] = round(time.perf_counter() - started, 3)
         try:
             self.store.add(res)
         except StoreUnavailable as exc:

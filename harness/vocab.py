@@ -92,6 +92,9 @@ STAGES: dict[str, str] = {
 STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
 #: stages a target may list in its `stages:` (export is per suite, not per target)
 TARGET_STAGES: tuple[str, ...] = tuple(s for s in STAGES if s != "export")
+#: how the throughput stage drives the runner: the harness's own timing loop,
+#: or an MLPerf LoadGen scenario (harness.stages.loadgen)
+SCENARIOS: tuple[str, ...] = ("harness", "offline", "singlestream", "server")
 #: markers that select no stage of ours but that suites and docs use
 OTHER_MARKERS: dict[str, str] = {
     "relative": "checks a cross-device claim",
@@ -126,6 +129,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("latency_ms_p50", "lower", "ms", "throughput", timed=True, gated=True),
     Metric("latency_ms_p90", "lower", "ms", "throughput", timed=True),
     Metric("latency_ms_p99", "lower", "ms", "throughput", timed=True),
+    # efficiency (harness.metrics.efficiency): throughput x operations per image, and its share of the peak
+    Metric("gflop_s", "higher", "GFLOP/s", "throughput", timed=True),
+    Metric("peak_fraction", "higher", "1", "throughput", timed=True),
     Metric("top1", "higher", "%", "accuracy", gated=True),
     Metric("top5", "higher", "%", "accuracy", gated=True),
     # train_loss: documented final/epoch losses; the train stage stores its last step's loss

@@ -172,7 +172,8 @@ def test_a_stage_and_a_runner_plug_in_from_outside(tmp_path):
     db = sqlite3.connect(store)
     (rec,) = [json.loads(r[0]) for r in db.execute("SELECT record FROM results")]
     assert rec["case"] == "smoke[echo-bs2]" and rec["metrics"] == {
-        "device_model": rec["metrics"]["device_model"], "finite": True, "repeats": 3}
+        "device_model": rec["metrics"]["device_model"], "finite": True, "repeats": 3,
+        "case_s": rec["metrics"]["case_s"]}  # every result records its wall time (the run's ETA)
     assert rec["runner_version"] == "echo-1"
     (env,) = [json.loads(r[0]) for r in db.execute("SELECT env FROM runs")]
     assert env["extra"] == {"rack": "B7"}

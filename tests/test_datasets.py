@@ -123,6 +123,24 @@ def test_prefetching_batches_equal_serial(tmp_path):
         assert n1 == n2 and np.array_equal(x1, x2) and np.array_equal(y1, y2)
 
 
+def test_process_pool_and_prefetch_thread_give_the_same_batches(tmp_path):
+    root = color_images(tmp_path / "d", per_class=3)
+    bad = root / "2_blue" / "img_0.png"
+    bad.write_bytes(bad.read_bytes()[:40])
+    ds = datasets.image_folder(root)
+    serial_skipped, pooled_skipped = [], []
+    serial = list(data.batches(ds.samples, RECIPE, 4, on_corrupt="skip", skipped=serial_skipped))
+    pooled = list(data.batches(ds.samples, RECIPE, 4, on_corrupt="skip", skipped=pooled_skipped, workers=2,
+                               processes=True, prefetch=True))
+    assert len(serial) == len(pooled) == 2 and serial_skipped == pooled_skipped != []
+    for (x1, y1, n1), (x2, y2, n2) in zip(serial, pooled):
+        assert n1 == n2 and np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    # an unreadable image raised in a worker process still names the file, through the prefetch thread
+    with pytest.raises(UserError) as err:
+        list(data.batches(ds.samples, RECIPE, 4, workers=2, processes=True, prefetch=True))
+    assert str(bad) in str(err.value)
+
+
 def test_accuracy_stage_flat_layout_skip_policy_and_mlperf_rule(tmp_path):
     pytest.importorskip("onnxruntime")
     flat, labels, _ = _flat(tmp_path)

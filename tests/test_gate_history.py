@@ -50,7 +50,8 @@ def test_key_version_machine_are_kept_apart():
     r = throughput_result("r1", "m", "cpu", "onnxruntime", "host", 8, [0.01] * 9)
     key = benchmark_key(r)
     assert key == {"model": "m", "stage": "throughput", "case": "throughput[cpu-onnxruntime-fp32-bs8]",
-                   "device": "cpu", "batch_size": 8, "precision": "fp32", "timing_scope": "host", "input_size": 224}
+                   "device": "cpu", "batch_size": 8, "precision": "fp32", "timing_scope": "host", "input_size": 224,
+                   "scenario": "harness"}  # stored before scenarios: the harness's own loop
     assert "artifact_sha256" not in key and "runner_version" not in key
     v = version_of(r, {**env(), "frameworks": {"onnxruntime": "1.31.0"}})
     assert v["artifact_sha256"] == "ab" * 32 and v["onnxruntime"] == "1.31.0" and v["git_commit"]

@@ -21,6 +21,7 @@ import pytest
 
 from harness.cli.reports import register as register_reports
 from harness.cli.results import register as register_results
+from harness.cli.show import register as register_show
 from harness.config.baselines import load_baselines, locate_baselines
 from harness.config.suite import TimingSpec, find_suites
 from harness.errors import ExitCode, UserError
@@ -28,6 +29,7 @@ from harness.fsio import check_writable
 from harness.plan import build_plan, read_suite, validate_suite
 from harness.results.db import ENV_VAR, is_url
 from harness.results.store import Store
+from harness.vocab import SCENARIOS
 from harness import plugin
 
 TIMING_FLAGS = {"warmup": "--warmup", "min_iterations": "--min-iterations", "min_duration_s": "--min-duration"}
@@ -59,7 +61,8 @@ def _cmd_run(args) -> int:
         # an unreachable server or refused credentials: exit 3 before anything runs or is recorded
         Store(spec).close()
     # the plugin goes in as the module already imported (as `-p harness.plugin` would, minus a warning)
-    argv = [*paths, "-rs" if args.verbose else "-q", "--no-header"]
+    argv = [*paths, "-rs" if args.verbose else "-q", "--no-header", "--harness-progress",
+            "-o", "console_output_style=classic"]
     if args.markers:
         argv += ["-m", args.markers]
     if args.keyword:
@@ -69,7 +72,7 @@ def _cmd_run(args) -> int:
     for opt, val in (("--harness-store", args.store), ("--harness-cache", args.cache),
                      ("--harness-baselines", args.baselines), ("--harness-report", args.report),
                      ("--harness-warmup", args.warmup), ("--harness-min-iterations", args.min_iterations),
-                     ("--harness-min-duration", args.min_duration)):
+                     ("--harness-min-duration", args.min_duration), ("--harness-scenario", args.scenario)):
         if val is not None:
             argv += [opt, str(val)]
     argv += args.pytest_args
@@ -123,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--warmup", type=int, help="override every suite's warmup iterations")
     run.add_argument("--min-iterations", type=int, help="override every suite's minimum timed iterations")
     run.add_argument("--min-duration", type=float, help="override every suite's minimum timed seconds")
+    run.add_argument("--scenario", choices=SCENARIOS,
+                     help="throughput under MLPerf LoadGen: offline (throughput), singlestream (p90 latency), "
+                          "server (highest QPS meeting the latency bound); harness: the harness's own loop")
     run.add_argument("-v", "--verbose", action="store_true", help="list skip reasons")
     run.set_defaults(func=_cmd_run)
 
@@ -131,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
     register_results(sub)  # import, bundle, claims, devices
+
+    register_show(sub)  # show: a stored run's tables in the terminal
 
     val = sub.add_parser("validate", help="check suites and baselines without running anything")
     val.add_argument("paths", nargs="*", help="suite folders or files (default: suites)")

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.errors import UserError
 from harness.fsio import read_user_text
-from harness.vocab import DEVICE_NAMES, EXPORT_FORMATS, FORMAT_NAMES, PRECISIONS
+from harness.vocab import DEVICE_NAMES, EXPORT_FORMATS, FORMAT_NAMES, PRECISIONS, SCENARIOS
 
 SUITE_FORMAT_VERSION = 1
 
@@ -114,6 +114,9 @@ class DatasetSpec(_Strict):
     require_complete: bool = False
     # Decode/preprocess threads, overlapping inference (0: in the caller).
     workers: int = Field(2, ge=0)
+    # threads: `workers` threads in this process; processes: a pool of
+    # `workers` processes (0: one per core), so decoding scales with the cores
+    decode_pool: Literal["threads", "processes"] = "threads"
     # Keep preprocessed inputs on disk (memory-mapped float32, keyed by recipe
     # and file) under the artifact cache, so later runs skip decoding.
     prep_cache: bool = False
@@ -225,6 +228,12 @@ class TargetSpec(_Strict):
     # the gears (atc --dynamic_batch_size, 2 to 100 of them), which must hold
     # every batch size. Needs an ONNX whose graph does not fix the batch.
     dynamic_batch: bool | list[int] = False
+    # throughput under MLPerf LoadGen (harness.metrics.loadgen): offline,
+    # singlestream or server; harness = the harness's own timing loop
+    scenario: Literal[SCENARIOS] = "harness"
+    # Server scenario: the 99th-percentile latency bound (default: 4 x one
+    # batch's time at the Offline rate)
+    server_latency_ms: float | None = Field(default=None, gt=0)
 
     @field_validator("runner", mode="before")
     @classmethod

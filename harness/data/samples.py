@@ -57,43 +57,84 @@ def synthetic_dataset(num_images: int, num_classes: int, seed: int = 0, min_side
     return out
 
 
-def preprocessed(samples: list[Sample], recipe: Recipe, *, workers: int = 0, lookahead: int = 16):
+def _one(recipe: Recipe, s: Sample):
+    try:
+        return recipe(s.open())
+    except UserError as exc:
+        return exc
+
+
+def _chunk(recipe: Recipe, chunk: list[Sample]) -> list:
+    """A process-pool task: several images per round trip, so the pickling cost is shared."""
+    return [_one(recipe, s) for s in chunk]
+
+
+PROCESS_CHUNK = 4
+
+
+def preprocessed(samples: list[Sample], recipe: Recipe, *, workers: int = 0, lookahead: int = 16,
+                 processes: bool = False):
     """Yield (sample, CHW array or the UserError it raised), in order.
 
     With ``workers`` > 0, decoding and preprocessing run in a thread pool
     (Pillow and numpy release the GIL) at most ``lookahead`` images ahead of
     the consumer, so they overlap inference and memory stays flat in the
-    dataset's size.
+    dataset's size. With ``processes=True`` they run in a pool of
+    ``workers`` processes instead (``workers`` <= 0: one per core), in
+    chunks of ``PROCESS_CHUNK`` images: decoding then scales with the cores
+    instead of sharing one interpreter's GIL-bound parts.
     """
-    def one(s: Sample):
-        try:
-            return recipe(s.open())
-        except UserError as exc:
-            return exc
-
+    if processes:
+        yield from _in_processes(samples, recipe, workers, lookahead)
+        return
     if workers <= 0:
         for s in samples:
-            yield s, one(s)
+            yield s, _one(recipe, s)
         return
 
     with ThreadPoolExecutor(workers) as pool:
         pending: deque = deque()
         it = iter(samples)
         for s in it:
-            pending.append((s, pool.submit(one, s)))
+            pending.append((s, pool.submit(_one, recipe, s)))
             if len(pending) >= lookahead:
                 break
         while pending:
             s, fut = pending.popleft()
             nxt = next(it, None)
             if nxt is not None:
-                pending.append((nxt, pool.submit(one, nxt)))
+                pending.append((nxt, pool.submit(_one, recipe, nxt)))
             yield s, fut.result()
 
 
+def _in_processes(samples: list[Sample], recipe: Recipe, workers: int, lookahead: int):
+    import multiprocessing
+    import os
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = workers if workers > 0 else (os.cpu_count() or 1)
+    chunks = [samples[i:i + PROCESS_CHUNK] for i in range(0, len(samples), PROCESS_CHUNK)]
+    ahead = max(2 * workers, lookahead // PROCESS_CHUNK)
+    # spawn: the parent may hold ONNX Runtime's or MindSpore's threads, which fork does not carry safely
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending: deque = deque()
+        it = iter(chunks)
+        for c in it:
+            pending.append((c, pool.submit(_chunk, recipe, c)))
+            if len(pending) >= ahead:
+                break
+        while pending:
+            c, fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(_chunk, recipe, nxt)))
+            yield from zip(c, fut.result())
+
+
 def batches(samples: list[Sample], recipe: Recipe, batch_size: int, *, on_corrupt: str = "error",
-            skipped: list | None = None, workers: int = 0, source=None
-            ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+            skipped: list | None = None, workers: int = 0, source=None, processes: bool = False,
+            prefetch: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
     """Yield (inputs, labels, n_real). The last batch is padded with zeros to
     `batch_size` for fixed-batch models; only its first n_real rows count.
 
@@ -101,11 +142,64 @@ def batches(samples: list[Sample], recipe: Recipe, batch_size: int, *, on_corrup
     ``on_corrupt="skip"`` it is left out and appended, with the reason, to
     ``skipped`` (never dropped silently). ``source`` (an iterable of
     (sample, array)) replaces decoding, e.g. a preprocessed-input cache.
+
+    With ``prefetch`` the next batch is assembled (read from the cache or the
+    decoders, stacked) in a background thread while the caller runs the
+    current one (the runtimes release the GIL during inference). Off by
+    default: on a 2-core host whose cores ONNX Runtime's threads already use,
+    interleaved rounds (benchmarks/eval_pipeline.py) showed no consistent gain
+    (slower in 7 of 8 rounds in one series, faster in 3 of 5 in the next);
+    it can pay where a core is free.
     """
     if on_corrupt not in ("error", "skip"):
         raise UserError(f"unknown on_corrupt policy {on_corrupt!r}", fix="use 'error' or 'skip'")
+    gen = _batches(samples, recipe, batch_size, on_corrupt, skipped, workers, source, processes)
+    return _prefetched(gen) if prefetch else gen
+
+
+def _prefetched(gen, depth: int = 2):
+    """Run a generator in a thread, ``depth`` items ahead; its exceptions surface in the consumer."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in gen:
+                while not stop.is_set():
+                    try:
+                        q.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((True, done))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put((False, exc))
+
+    t = threading.Thread(target=produce, daemon=True, name="harness-batches")
+    t.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        t.join(timeout=5)
+
+
+def _batches(samples, recipe, batch_size, on_corrupt, skipped, workers, source, processes):
     stream = source if source is not None else preprocessed(samples, recipe, workers=workers,
-                                                            lookahead=max(16, 2 * batch_size))
+                                                            lookahead=max(16, 2 * batch_size),
+                                                            processes=processes)
     xs, ys = [], []
 
     def emit():

@@ -20,7 +20,8 @@ import json
 
 from harness.results.record import Result
 
-KEY_FIELDS = ("model", "stage", "case", "device", "batch_size", "precision", "timing_scope", "input_size")
+KEY_FIELDS = ("model", "stage", "case", "device", "batch_size", "precision", "timing_scope", "input_size",
+              "scenario")
 ACCURACY_KEY_FIELDS = ("preprocessing", "dataset")
 # frameworks whose version is part of the version under test when installed
 VERSION_FRAMEWORKS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-cann", "mindspore", "mindcv", "torch",
@@ -36,7 +37,9 @@ def _dataset_id(r: Result) -> str | None:
 
 
 def benchmark_key(r: Result) -> dict:
-    key = {f: getattr(r, f) for f in KEY_FIELDS}
+    key = {f: getattr(r, f, None) for f in KEY_FIELDS}
+    if r.stage == "throughput":  # stored before scenarios: the harness's own loop
+        key["scenario"] = r.scenario or "harness"
     if r.stage == "accuracy":
         key.update(preprocessing=r.preprocessing, dataset=_dataset_id(r))
     return key
@@ -48,9 +51,15 @@ def key_string(key: dict) -> str:
 
 def same_key(candidate: dict, earlier: dict) -> bool:
     """Keys equal; a field an older result did not record (None, e.g. input_size
-    before it was stored) is taken to be the candidate's."""
-    return all(earlier.get(k) in (None, v) if k == "input_size" else earlier.get(k) == v
-               for k, v in candidate.items())
+    before it was stored) is taken to be the candidate's. A result stored before
+    scenarios ran the harness's own loop: its None scenario is "harness"."""
+    def eq(k, v):
+        if k == "input_size":
+            return earlier.get(k) in (None, v)
+        if k == "scenario":
+            return (earlier.get(k) or "harness") == (v or "harness")
+        return earlier.get(k) == v
+    return all(eq(k, v) for k, v in candidate.items())
 
 
 def version_of(r: Result, env: dict | None) -> dict:

@@ -38,6 +38,9 @@ class Result:
     # benchmark key / version split; None in results stored before it)
     input_size: int | None = None
     suite_sha256: str | None = None
+    # throughput: the harness's own loop ("harness") or an MLPerf LoadGen
+    # scenario; None in results stored before scenarios (the harness's loop)
+    scenario: str | None = None
     metrics: dict = field(default_factory=dict)
     # The documented figure this result was held against, with its source and verdict.
     baseline: dict | None = None

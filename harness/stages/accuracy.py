@@ -47,7 +47,8 @@ class AccuracyStage(Stage):
 
         with ctx.runner(case, res, ctx.target_artifact(case, res)) as runner:
             stream = batches(ds.samples, recipe, case.batch_size, on_corrupt=suite.dataset.on_corrupt,
-                             skipped=ds.skipped, workers=suite.dataset.workers, source=source)
+                             skipped=ds.skipped, workers=suite.dataset.workers, source=source,
+                             processes=suite.dataset.decode_pool == "processes")
             # shown on a terminal only (disable=None): pytest's captured output stays clean
             for x, labels, n in tqdm(stream, total=-(-len(ds.samples) // case.batch_size), unit="batch",
                                      desc=f"{suite.model} {case.name}", disable=None, leave=False):

@@ -84,6 +84,8 @@ class StageContext:
         self.baselines_path = baselines_path
         self.timing_override = {k: v for k, v in (timing_override or {}).items() if v is not None}
         self._pool: dict = {}
+        # --scenario / --harness-scenario: every throughput case under this LoadGen scenario
+        self.scenario_override: str | None = None
 
     predict = staticmethod(predict)
 

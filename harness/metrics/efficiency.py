@@ -1,0 +1,188 @@
+"""Efficiency: a throughput result's GFLOP/s and the fraction of the machine's peak it reaches.
+
+**Operations per image** are counted from the ONNX graph with onnx-tool
+(shape inference + per-node profile). Only Conv, ConvTranspose, Gemm and
+MatMul are summed: that is what the published figures count (timm's and the
+papers' GMACs are multiply-accumulates of convolutions and linear layers;
+BatchNormalization, activations and pooling are left out, and ONNX Runtime
+folds the batch norms into the convolutions anyway). One MAC = 2 FLOPs; the
+result stores both (``macs_per_image``, ``gflop_per_image``).
+
+**The peak** of a CPU host is measured once per machine and cached (a JSON
+file under ``<cache>/peak/``): a large float32 GEMM in ONNX Runtime (MatMul,
+its default intra-op threads) and numpy's (its BLAS threads), the better of
+the two, each with its thread count recorded. For NPUs and GPUs the vendor's
+published peak for the precision is used, with its source
+(:data:`PUBLISHED_PEAKS`); such a fraction is against a datasheet, not a
+measurement, and says so (``peak_kind``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+PEAK_FORMAT = 1
+GEMM_N = 2048  # large enough to be compute-bound, small enough to measure in about a second on 2 cores
+
+#: (device model as npu-smi / nvidia-smi name it, precision) -> (peak GFLOP/s,
+#: source). Dense figures from the vendors' datasheets; an INT8 figure is in
+#: TOPS (ops, not FLOPs).
+PUBLISHED_PEAKS: dict[tuple[str, str], tuple[float, str]] = {
+    ("Tesla T4", "fp32"): (8100.0, "NVIDIA T4 Tensor Core GPU datasheet: single precision 8.1 TFLOPS"),
+    ("Tesla T4", "fp16"): (65000.0, "NVIDIA T4 Tensor Core GPU datasheet: mixed precision (FP16/FP32) 65 TFLOPS"),
+    ("Tesla T4", "int8"): (130000.0, "NVIDIA T4 Tensor Core GPU datasheet: INT8 130 TOPS"),
+    ("310", "fp16"): (11000.0, "Huawei Ascend 310 AI processor product page: FP16 11 TFLOPS "
+                               "(not checked against a datasheet here)"),
+    ("310", "int8"): (22000.0, "Huawei Ascend 310 AI processor product page: INT8 22 TOPS "
+                               "(not checked against a datasheet here)"),
+    ("310P3", "fp16"): (70000.0, "Huawei Atlas 300I Pro inference card datasheet (one Ascend 310P3): "
+                                 "FP16 70 TFLOPS (not checked against a datasheet here)"),
+    ("310P3", "int8"): (140000.0, "Huawei Atlas 300I Pro inference card datasheet (one Ascend 310P3): "
+                                  "INT8 140 TOPS (not checked against a datasheet here)"),
+}
+
+
+def count_ops(onnx_path, batch_size: int = 1, input_shape: tuple[int, ...] | None = None) -> dict:
+    """Multiply-accumulates per image of the graph's Conv/Gemm/MatMul nodes (onnx-tool's profile).
+
+    ``input_shape`` (batch first) fixes a graph input with symbolic dimensions
+    (a dynamic-batch export); the count is then per image of that shape."""
+    import contextlib
+    import io
+
+    import onnx
+    import onnx_tool
+
+    proto = onnx.load(str(onnx_path))
+    feeds = None
+    if input_shape is not None:
+        inits = {t.name for t in proto.graph.initializer}
+        first = next(i for i in proto.graph.input if i.name not in inits)
+        feeds = {first.name: np.zeros(input_shape, np.float32)}
+        batch_size = input_shape[0]
+    model = onnx_tool.Model(proto)
+    with contextlib.redirect_stdout(io.StringIO()):  # onnx-tool prints its progress
+        model.graph.shape_infer(feeds)
+        model.graph.profile()
+    macs = sum(float(n.macs[0]) for n in model.graph.nodemap.values() if n.op_type in COUNTED_OPS)
+    per_image = macs / max(1, batch_size)
+    try:
+        from importlib.metadata import version
+        counter = f"onnx-tool {version('onnx-tool')}"
+    except Exception:  # noqa: BLE001 - the version is a label only
+        counter = "onnx-tool"
+    return {"macs_per_image": per_image, "gflop_per_image": 2 * per_image / 1e9,
+            "ops_counted": list(COUNTED_OPS), "ops_counter": counter}
+
+
+# -- the host's peak ----------------------------------------------------------------
+def _best_gflops(fn, n: int, seconds: float) -> float:
+    fn()  # first call: allocation, thread-pool start
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def measure_onnxruntime_gemm(n: int = GEMM_N, seconds: float = 1.0) -> dict:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
+                           helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
+                          [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = min(model.ir_version, 8)
+    so = ort.SessionOptions()
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {"a": rng.standard_normal((n, n), dtype=np.float32), "b": rng.standard_normal((n, n), dtype=np.float32)}
+    gf = _best_gflops(lambda: sess.run(None, feed), n, seconds)
+    # 0 = ONNX Runtime's default: one intra-op thread per physical core
+    return {"gflop_s": gf, "n": n, "intra_op_threads": so.intra_op_num_threads or os.cpu_count(),
+            "onnxruntime": ort.__version__, "onnx": onnx.__version__}
+
+
+def measure_numpy_gemm(n: int = GEMM_N, seconds: float = 1.0) -> dict:
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    gf = _best_gflops(lambda: a @ b, n, seconds)
+    threads = None
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = (cfg.get("Build Dependencies") or {}).get("blas") or {}
+        name = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # noqa: BLE001 - older numpy: no dict form
+        name = "unknown"
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if os.environ.get(var):
+            threads = int(os.environ[var])
+            break
+    return {"gflop_s": gf, "n": n, "threads": threads or os.cpu_count(), "blas": name, "numpy": np.__version__}
+
+
+def _machine_key(cpu_model: str | None) -> dict:
+    try:
+        import onnxruntime as ort
+        ort_v = ort.__version__
+    except ImportError:
+        ort_v = None
+    return {"cpu_model": cpu_model or platform.processor(), "cpu_cores": os.cpu_count(), "machine": platform.machine(),
+            "onnxruntime": ort_v, "numpy": np.__version__, "format": PEAK_FORMAT}
+
+
+def host_peak(cache_dir, *, cpu_model: str | None = None, measure=None) -> dict:
+    """The host's measured float32 peak, from ``<cache_dir>/peak/`` or measured now and stored there
+    (one file per CPU model, core count, ONNX Runtime and numpy version)."""
+    key = _machine_key(cpu_model)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / "peak" / f"{digest}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass  # a broken cache file is measured again and replaced
+    ort_m, np_m = (measure or (lambda: (measure_onnxruntime_gemm(), measure_numpy_gemm())))()
+    best = max(ort_m["gflop_s"], np_m["gflop_s"])
+    peak = {"peak_gflop_s": best, "peak_kind": "measured",
+            "peak_source": f"float32 GEMM {ort_m['n']}x{ort_m['n']}: ONNX Runtime MatMul "
+                           f"{ort_m['gflop_s']:.1f} GFLOP/s ({ort_m['intra_op_threads']} threads), numpy "
+                           f"{np_m['gflop_s']:.1f} GFLOP/s ({np_m['threads']} threads)",
+            "onnxruntime_gemm": ort_m, "numpy_gemm": np_m, "machine": key,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    from harness.fsio import write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(peak, indent=1))
+    return peak
+
+
+def published_peak(device_model: str | None, precision: str | None) -> dict | None:
+    """The vendor's peak for this chip or GPU model at this precision, or None when we hold none."""
+    key = (device_model or "", (precision or "fp32").lower())
+    if key not in PUBLISHED_PEAKS:
+        return None
+    value, source = PUBLISHED_PEAKS[key]
+    return {"peak_gflop_s": value, "peak_kind": "published", "peak_source": source}
+
+
+def efficiency(throughput_ips: float, ops: dict, peak: dict | None) -> dict:
+    """The metrics a throughput result gains: GFLOP/s and, with a peak, the fraction of it."""
+    out = dict(ops)
+    out["gflop_s"] = throughput_ips * ops["gflop_per_image"]
+    if peak:
+        out.update(peak_gflop_s=peak["peak_gflop_s"], peak_kind=peak["peak_kind"], peak_source=peak["peak_source"],
+                   peak_fraction=out["gflop_s"] / peak["peak_gflop_s"])
+    return out
