@@ -137,7 +137,7 @@ def test_device_scope_uses_device_times():
     clock = FakeClock()
     device_ms = [9.0] * 10 + [2.0] * 200  # warm-up, then 2 ms device compute
     runner = SteppingRunner(clock, [0.5] * 300, scope="device", device_ms=device_ms)
-    t = timed(runner, clock, warmup=2, min_iterations=6, min_duration_s=0, repetitions=3)
+    t = timed(runner, clock, warmup=2, min_iterations=6, min_duration_s=0, repetitions=3, warmup_max_s=30)
     assert t.timing_scope == "device"
     assert t.latency_ms_mean == pytest.approx(2.0)
     # ais_bench's definition: 1000 x batch / mean device ms

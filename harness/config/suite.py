@@ -153,7 +153,7 @@ class TimingSpec(_Strict):
     # at least this many warm-up iterations; warm-up goes on to a detected
     # steady state, for at most warmup_max_s
     warmup: int = Field(3, ge=0)
-    warmup_max_s: float = Field(5.0, ge=0)
+    warmup_max_s: float = Field(2.0, ge=0)
     # split over the minimum repetitions: each times min_iterations // repetitions
     # (at least 2) iterations and min_duration_s / repetitions seconds
     min_iterations: int = Field(10, gt=0)

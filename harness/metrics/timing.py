@@ -52,7 +52,7 @@ class TimingConfig:
     # no repetition beyond the minimum once the measurement would pass this:
     # the README's main job must not take longer than one window per case did
     budget_s: float = 3.0
-    warmup_max_s: float = 5.0  # warm-up stops here even if no steady state was detected
+    warmup_max_s: float = 2.0  # warm-up stops here even if no steady state was detected
     contention_threshold: float = DEFAULT_CONTENTION_THRESHOLD
     max_redo: int = 3  # contended repetitions measured again at most this many times
     # a repetition lasts at least this long, so that the interference probe's
@@ -136,20 +136,21 @@ def _steady(lat: list[float], tolerance: float = 0.10) -> bool:
 
 
 def _warm_up(run_once, config: TimingConfig, clock) -> tuple[int, float, bool]:
-    """Warm-up iterations until MSER-5 finds the second half of them steady."""
+    """At least ``warmup`` iterations, then one at a time until MSER-5 finds the
+    run steady (:func:`_steady`) or ``warmup_max_s`` has passed: a slow network
+    overshoots the cap by one iteration at most."""
     if config.warmup == 0:  # asked for none: no steady state can be claimed either
         return 0, 0.0, False
     lat: list[float] = []
     t0 = clock()
-    chunk = max(config.warmup, 5)
     while True:
-        for _ in range(chunk if lat else max(config.warmup, 1)):
-            lat.append(run_once())
+        lat.append(run_once())
         elapsed = clock() - t0
-        steady = _steady(lat)
-        if steady and len(lat) >= max(config.warmup, 2 * chunk):
-            return len(lat), elapsed, True
-        if elapsed >= config.warmup_max_s:
+        if len(lat) < config.warmup:
+            continue
+        # ten samples at least: fewer cannot tell a new level from noise
+        steady = len(lat) >= max(config.warmup, 10) and _steady(lat)
+        if steady or elapsed >= config.warmup_max_s:
             return len(lat), elapsed, steady
 
 
