@@ -142,3 +142,16 @@ def test_device_scope_uses_device_times():
     assert t.latency_ms_mean == pytest.approx(2.0)
     # ais_bench's definition: 1000 x batch / mean device ms
     assert t.throughput_ips == pytest.approx(1000 * 2 / 2.0)
+
+
+def test_stored_latencies_are_bounded_and_statistics_use_all():
+    clock = FakeClock()
+    durations = [0.001] * 3000 + [0.002] * 3000  # two levels: the p99 needs the tail
+    t = timed(SteppingRunner(clock, durations), clock, warmup=0, min_iterations=5400, min_duration_s=0,
+              repetitions=1, max_repetitions=1)
+    assert t.iterations == 5400 and len(t.latencies_ms) == 1000
+    assert t.latencies_stored == "1000 evenly spaced of 5400"
+    assert t.latency_ms_p99 == pytest.approx(2.0) and t.latency_ms_p50 == pytest.approx(1.0)
+    small = timed(SteppingRunner(clock, [0.01] * 50), clock, warmup=0, min_iterations=20, min_duration_s=0,
+                  repetitions=1, max_repetitions=1)
+    assert small.latencies_stored == "all" and len(small.latencies_ms) == small.iterations

@@ -155,7 +155,7 @@ class TimingSpec(_Strict):
     warmup: int = Field(3, ge=0)
     warmup_max_s: float = Field(2.0, ge=0)
     # split over the minimum repetitions: each times min_iterations // repetitions
-    # (at least 2) iterations and min_duration_s / repetitions seconds
+    # (at least 1) iterations and min_duration_s / repetitions seconds
     min_iterations: int = Field(10, gt=0)
     min_duration_s: float = Field(1.0, ge=0)
     # A safety stop so one slow case cannot eat a nightly run.

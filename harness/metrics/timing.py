@@ -31,6 +31,12 @@ import numpy as np
 from harness.metrics.interference import DEFAULT_CONTENTION_THRESHOLD, InterferenceProbe
 from harness.metrics.repetitions import Rep, RepeatResult, median_ci, repeat_until_precise, steady_state_start
 
+# A result stores at most this many per-iteration latencies (evenly spaced over
+# the timed iterations; every statistic is computed from all of them first), so
+# one result adds a bounded ~20 KB to the store however fast the model: the
+# gate needs only the per-repetition values, the pytest-benchmark export a sample.
+MAX_STORED_LATENCIES = 1000
+
 # pyperf flags a benchmark as unstable when the standard deviation reaches
 # 10% of the mean; so do we (per iteration, within the kept repetitions).
 UNSTABLE_CV = 0.10
@@ -40,7 +46,7 @@ UNSTABLE_CV = 0.10
 class TimingConfig:
     warmup: int = 3  # at least this many warm-up iterations
     # split over the minimum number of repetitions: each repetition times
-    # min_iterations // repetitions iterations (at least 2) and
+    # min_iterations // repetitions iterations (at least 1) and
     # min_duration_s / repetitions seconds, so a case costs about what one
     # window of min_iterations did
     min_iterations: int = 10
@@ -65,8 +71,7 @@ class TimingConfig:
 
     def per_repetition(self) -> tuple[int, float]:
         k = max(1, self.repetitions)
-        return max(min(2, self.min_iterations), self.min_iterations // k), \
-            max(self.min_duration_s / k, self.min_repetition_s)
+        return max(1, self.min_iterations // k), max(self.min_duration_s / k, self.min_repetition_s)
 
 
 @dataclass
@@ -101,8 +106,10 @@ class Timing:
     unstable: bool
     # True when max_duration_s stopped the case before its minimum repetitions
     truncated: bool
-    # Every timed iteration's latency (ms, in timing order) of the kept repetitions.
+    # The timed iterations' latencies (ms, in timing order) of the kept
+    # repetitions: all of them up to MAX_STORED_LATENCIES, else an evenly spaced sample.
     latencies_ms: list[float] = field(default_factory=list)
+    latencies_stored: str = "all"  # "all", or "every k-th of N" for a sample
 
     def as_metrics(self) -> dict:
         return asdict(self)
@@ -262,8 +269,16 @@ def _timing(rr, *, batch_size: int, timing_scope: str, warmup: tuple, duration_s
         stopped_by=rr.stopped_by, precise=rr.rel_halfwidth <= config.target_rel_halfwidth,
         latency_ms_p50_ci_lo=p50_ci.lo, latency_ms_p50_ci_hi=p50_ci.hi, **stats,
         unstable=bool(stats["cv"] >= UNSTABLE_CV), truncated=len(rr.kept) < config.repetitions,
-        latencies_ms=[round(float(x), 6) for x in lat_ms],
+        latencies_ms=[round(float(x), 6) for x in _sample(lat_ms)],
+        latencies_stored="all" if lat_ms.size <= MAX_STORED_LATENCIES
+        else f"{MAX_STORED_LATENCIES} evenly spaced of {lat_ms.size}",
     )
+
+
+def _sample(lat_ms: np.ndarray) -> np.ndarray:
+    if lat_ms.size <= MAX_STORED_LATENCIES:
+        return lat_ms
+    return lat_ms[np.linspace(0, lat_ms.size - 1, MAX_STORED_LATENCIES).round().astype(int)]
 
 
 def summarize(repetitions_s: list[list[float]], *, batch_size: int, timing_scope: str,
