@@ -20,12 +20,11 @@ from harness.errors import ExitCode, UserError
 from harness.fsio import check_writable
 from harness.plan import Case, build_plan, read_suite, validate_suite
 from harness.reports import write_report
-from harness.results.store import Store, StoreUnavailable, new_run_id, redact
-from harness.runners import devices, register_runner
 from harness.reports.progress import RunProgress, history_durations
 from harness.reports.terminal import render as render_tables
 from harness.results.history import load_history
-from harness.results.store import default_path
+from harness.results.store import Store, StoreUnavailable, default_path, new_run_id, redact
+from harness.runners import devices, register_runner
 from harness.session import HarnessSession  # opens the store: only when a case runs
 from harness.stages import stages
 from harness.vocab import DEVICE_FAMILIES, OTHER_MARKERS, SCENARIOS, STAGES

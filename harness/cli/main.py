@@ -19,6 +19,7 @@ import sys
 
 import pytest
 
+from harness import plugin
 from harness.cli.reports import register as register_reports
 from harness.cli.results import register as register_results
 from harness.cli.show import register as register_show
@@ -30,7 +31,6 @@ from harness.plan import build_plan, read_suite, validate_suite
 from harness.results.db import ENV_VAR, is_url
 from harness.results.store import Store
 from harness.vocab import SCENARIOS
-from harness import plugin
 
 TIMING_FLAGS = {"warmup": "--warmup", "min_iterations": "--min-iterations", "min_duration_s": "--min-duration"}
 

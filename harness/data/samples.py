@@ -6,8 +6,12 @@ corrupt image is an error naming the file, or is skipped and named.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import queue
+import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -108,10 +112,6 @@ def preprocessed(samples: list[Sample], recipe: Recipe, *, workers: int = 0, loo
 
 
 def _in_processes(samples: list[Sample], recipe: Recipe, workers: int, lookahead: int):
-    import multiprocessing
-    import os
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
 
     workers = workers if workers > 0 else (os.cpu_count() or 1)
     chunks = [samples[i:i + PROCESS_CHUNK] for i in range(0, len(samples), PROCESS_CHUNK)]
@@ -159,8 +159,6 @@ def batches(samples: list[Sample], recipe: Recipe, batch_size: int, *, on_corrup
 
 def _prefetched(gen, depth: int = 2):
     """Run a generator in a thread, ``depth`` items ahead; its exceptions surface in the consumer."""
-    import queue
-    import threading
 
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()

@@ -19,14 +19,19 @@ measurement, and says so (``peak_kind``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import platform
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+
+from harness.fsio import write_text
 
 COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 PEAK_FORMAT = 1
@@ -55,8 +60,6 @@ def count_ops(onnx_path, batch_size: int = 1, input_shape: tuple[int, ...] | Non
 
     ``input_shape`` (batch first) fixes a graph input with symbolic dimensions
     (a dynamic-batch export); the count is then per image of that shape."""
-    import contextlib
-    import io
 
     import onnx
     import onnx_tool
@@ -75,7 +78,6 @@ def count_ops(onnx_path, batch_size: int = 1, input_shape: tuple[int, ...] | Non
     macs = sum(float(n.macs[0]) for n in model.graph.nodemap.values() if n.op_type in COUNTED_OPS)
     per_image = macs / max(1, batch_size)
     try:
-        from importlib.metadata import version
         counter = f"onnx-tool {version('onnx-tool')}"
     except Exception:  # noqa: BLE001 - the version is a label only
         counter = "onnx-tool"
@@ -162,7 +164,6 @@ def host_peak(cache_dir, *, cpu_model: str | None = None, measure=None) -> dict:
                            f"{np_m['gflop_s']:.1f} GFLOP/s ({np_m['threads']} threads)",
             "onnxruntime_gemm": ort_m, "numpy_gemm": np_m, "machine": key,
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    from harness.fsio import write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(peak, indent=1))

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from harness.errors import UserError
+
 
 @dataclass(frozen=True)
 class Augment:
@@ -62,7 +64,6 @@ def load_images(files: list[list], side: int) -> tuple[np.ndarray, np.ndarray]:
     pool is, so the augmentation has room for its crops."""
     from PIL import Image
 
-    from harness.errors import UserError
 
     out = np.empty((len(files), side, side, 3), np.uint8)
     for i, (path, _) in enumerate(files):

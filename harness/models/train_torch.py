@@ -23,7 +23,6 @@ from harness.models import torch_net
 from harness.models.train_common import OPTIMIZERS
 
 
-
 def _autocast_dtype(device: str) -> str:
     """float16 on CUDA; bfloat16 elsewhere (torch's CPU autocast)."""
     return "float16" if device == "cuda" else "bfloat16"

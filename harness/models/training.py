@@ -12,19 +12,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from harness.models.train_inputs import AUGMENTS, TrainStream, learnable_images, load_images
 from harness.errors import UserError
 from harness.models.train_common import Curves, NonFiniteLoss, PeakRSS, drive, lr_schedule
+from harness.models.train_inputs import AUGMENTS, TrainStream, learnable_images, load_images
+from harness.models.train_mindspore import MindSporeTrainer
+from harness.models.train_torch import TorchTrainer
 
 
 def make_trainer(plan: dict, model=None):
     if plan["framework"] == "mindspore":
         if model is not None:
             raise UserError("internal: the MindSpore path builds its own network")
-        from harness.models.train_mindspore import MindSporeTrainer
 
         return MindSporeTrainer(plan)
-    from harness.models.train_torch import TorchTrainer
 
     return TorchTrainer(plan, model=model)
 

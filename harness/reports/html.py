@@ -13,7 +13,6 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-
 from harness.analysis.comparability import is_null
 from harness.analysis.regression import evaluate
 from harness.analysis.verdicts import verdicts_of

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.results.record import Result
 from harness.results.db import redact_text
 from harness.results.identity import machine_class
+from harness.results.record import Result
 from harness.results.store import Store, default_path, redact
 from harness.vocab import HOST_DEVICE
 

@@ -34,10 +34,8 @@ def _loads(text):
         return json.loads(text)
 
 from harness.errors import UserError
-from harness.results import Result
-from harness.results import db
-from harness.results.db import DEFAULT_PATH, ENV_VAR, FORMAT_VERSION, SCHEMA_VERSION, redact  # noqa: F401
-from harness.results.db import results_t, runs_t
+from harness.results import Result, db
+from harness.results.db import DEFAULT_PATH, ENV_VAR, FORMAT_VERSION, SCHEMA_VERSION, redact, results_t, runs_t  # noqa: F401
 
 _NOT_A_STORE_FIX = "point --store at a harness results file; this file was left untouched"
 

@@ -6,6 +6,7 @@ suite's other stages (cached by that identity).
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from harness.data import datasets
@@ -16,6 +17,7 @@ from harness.models import training
 from harness.models.cards import reference_of
 from harness.models.train_inputs import AUGMENTS
 from harness.vocab import DEVICES
+
 
 def plan_for(suite, cfg, target, batch_size: int, cache_root) -> dict:
     """The plain-dict plan for ``target`` of the suite's ``train:`` section
@@ -82,7 +84,6 @@ def trained_checkpoint(suite, cache_root) -> Path | None:
 
 def _dataset_files(suite, data) -> list[list]:
     """[path, label] of ``data.images`` images drawn with ``data.seed`` from the suite's dataset."""
-    import random
 
     if suite.dataset.kind == "synthetic":
         raise UserError("train.data.kind dataset needs labelled images, but dataset.kind is synthetic",
