@@ -306,6 +306,10 @@ def test_mindspore_path_trains_and_its_checkpoint_feeds_export_and_parity(tmp_pa
                        "batch_sizes": [1], "stages": ["parity"]}]
     doc["train"]["targets"] = [t for t in doc["train"]["targets"] if t["name"] == "cpu-mindspore-tiny"]
     doc["train"]["feeds"] = "cpu-mindspore-tiny"
+    # Six steps at 32 px leave logits with a std of hundreds; MindSpore CPU and ONNX
+    # Runtime then differ by float32 rounding of about 1e-3 of that (0.00115 seen
+    # in CI). A checkpoint that did not feed the export differs by the whole std.
+    doc["parity"] = {**doc.get("parity", {}), "max_abs_diff_rel": 5e-3}
     p = tmp_path / "s" / "suite.yaml"
     p.parent.mkdir()
     p.write_text(yaml.safe_dump(doc, allow_unicode=True))
@@ -319,6 +323,7 @@ def test_mindspore_path_trains_and_its_checkpoint_feeds_export_and_parity(tmp_pa
     np.testing.assert_allclose(tr.metrics["lr_curve"], expected, rtol=1e-6)
     assert tr.metrics["learns_curve"][-1] < tr.metrics["learns_curve"][0]
     assert results["export"].status == "passed" and results["parity"].status == "passed", results["parity"].reason
+    assert results["parity"].metrics["cosine"] > 0.99999 and results["parity"].metrics["top1_agree"] == 1.0
     assert s.context.models.checkpoint_of(suite) == Path(tr.metrics["checkpoint"])
 
 
