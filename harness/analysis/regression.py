@@ -131,7 +131,8 @@ def _fisher(metric: str, base: Result, cand: Result) -> tuple[str, float | None]
     return "fisher", float(stats.fisher_exact([[kb, nb - kb], [kc, nc - kc]]).pvalue)
 
 
-def _point(r: Result, metric: str, env: dict | None) -> Point:
+def point_of(r: Result, metric: str, env: dict | None) -> Point:
+    """One run's estimate of `metric` for change-point detection (the report draws the same points)."""
     lo_k, hi_k = CI_KEYS.get(metric, (None, None))
     lo, hi = r.metrics.get(lo_k, math.nan), r.metrics.get(hi_k, math.nan)
     return Point(float(r.metrics[metric]), float(lo) if lo is not None else math.nan,
@@ -176,7 +177,7 @@ def compare_series(hist: list[Result], cand: Result, metric: str, th: Thresholds
         return _compare_accuracy(hist[-1], cand, metric, t, common, envs)
     rel = t["rel"] if t["rel"] is not None else DEFAULT_REL
     thr = f"{100 * rel:g}%"
-    points = [_point(r, metric, envs.get(r.run_id)) for r in [*hist, cand]]
+    points = [point_of(r, metric, envs.get(r.run_id)) for r in [*hist, cand]]
     analysis = detect_changes(points, direction=direction, rel_threshold=rel)
     verdict = analysis.verdict()
     if verdict == "insufficient_history":

@@ -11,8 +11,9 @@ import math
 from collections import defaultdict
 
 from harness.analysis import claims as claims_mod
-from harness.analysis.changepoints import Point, detect_changes
+from harness.analysis.changepoints import detect_changes
 from harness.analysis.comparability import comparable
+from harness.analysis.regression import CI_KEYS, DEFAULT_HISTORY, point_of
 from harness.analysis.verdicts import verdicts_of
 from harness.results import Result
 from harness.results.history import run_order
@@ -26,10 +27,9 @@ from harness.vocab import METRIC_DIRECTION, device_label
 
 HISTORY_METRICS = (("throughput_ips", "images/s", ".2f"), ("latency_ms_p50", "ms p50", ".3g"),
                    ("top1", "top-1 %", ".3f"), ("top5", "top-5 %", ".3f"))
-CI_KEYS = {"throughput_ips": ("throughput_ci_lo", "throughput_ci_hi"),
-           "latency_ms_p50": ("latency_ms_p50_ci_lo", "latency_ms_p50_ci_hi")}
 SPARK_W, SPARK_H = 220, 36
-CHANGE_WINDOW = 30  # newest runs of a series searched for change points (the gate's default history)
+# newest runs of a series searched for change points: the gate's default history
+CHANGE_WINDOW = DEFAULT_HISTORY
 
 
 def sparkline(values: list[float], *, higher_is_better: bool, lows=None, highs=None, contended=None,
@@ -120,8 +120,7 @@ def history_rows(model: str, results: list[Result], runs: dict, run_label) -> li
         higher = METRIC_DIRECTION[metric] == "higher"
         change_idx, change_text = [], []
         if metric in CI_KEYS:
-            points = [Point(v, lo if lo is not None else math.nan, hi if hi is not None else math.nan, c, ver, r.run_id)
-                      for v, (lo, hi), c, ver, r in zip(vals, cis, cont, versions, rs)]
+            points = [point_of(r, metric, envs.get(r.run_id)) for r in rs]
             # the window the gate looks at (its --history): PELT over a year of
             # nightly points per series would make the report take minutes
             start = max(0, len(points) - CHANGE_WINDOW)
