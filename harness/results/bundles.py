@@ -159,18 +159,23 @@ def ais_bench_result(summary_path: str | Path, *, model: str, device: str, batch
                   reason=f"{metrics['throughput_ips']:.2f} img/s (ais_bench, imported)", run_id=run_id)
 
 
-def import_ais_bench(store: Store, summaries: list[str | Path], *, host: str | None = None, **kw) -> ImportReport:
-    """One imported run holding one throughput result per summary file. The
-    run id is derived from the files' contents, so importing them again adds
-    nothing."""
+def _content_run_id(tool: str, files: list[str | Path], options: dict) -> str:
+    """An imported run's id from its files' bytes and the options given: importing them again adds nothing."""
     h = hashlib.sha256()
-    for p in summaries:
+    for p in files:
         try:
             h.update(Path(p).read_bytes())
         except OSError as exc:
             raise UserError(f"cannot read: {exc.strerror}", path=p) from None
-    h.update(json.dumps(kw, sort_keys=True, default=str).encode())
-    run_id = f"import-ais_bench-{h.hexdigest()[:12]}"
+    h.update(json.dumps(options, sort_keys=True, default=str).encode())
+    return f"import-{tool}-{h.hexdigest()[:12]}"
+
+
+def import_ais_bench(store: Store, summaries: list[str | Path], *, host: str | None = None, **kw) -> ImportReport:
+    """One imported run holding one throughput result per summary file. The
+    run id is derived from the files' contents, so importing them again adds
+    nothing."""
+    run_id = _content_run_id("ais_bench", summaries, kw)
     created = _now()
     results = [ais_bench_result(p, run_id=run_id, **kw) for p in summaries]
     for r in results:
@@ -230,14 +235,7 @@ def trtexec_results(log_path: str | Path, *, model: str, device: str, batch_size
 def import_trtexec(store: Store, logs: list[str | Path], *, host: str | None = None, **kw) -> ImportReport:
     """One imported run holding the throughput results of saved trtexec logs;
     its id comes from the logs' contents, so importing them again adds nothing."""
-    h = hashlib.sha256()
-    for p in logs:
-        try:
-            h.update(Path(p).read_bytes())
-        except OSError as exc:
-            raise UserError(f"cannot read: {exc.strerror}", path=p) from None
-    h.update(json.dumps(kw, sort_keys=True, default=str).encode())
-    run_id = f"import-trtexec-{h.hexdigest()[:12]}"
+    run_id = _content_run_id("trtexec", logs, kw)
     created = _now()
     results = [r for p in logs for r in trtexec_results(p, run_id=run_id, **kw)]
     for r in results:
