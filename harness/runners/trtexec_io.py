@@ -137,6 +137,25 @@ def _empty_run() -> dict:
     }
 
 
+# (line pattern, field): the run's totals, as 8.x-10.x and as 7.x print them
+_TOTALS = [(re.compile(rf"^Throughput:\s*({_NUM})\s*qps"), "qps"),
+           (re.compile(rf"^Total Host Walltime:\s*({_NUM})\s*s"), "total_host_walltime_s"),
+           (re.compile(rf"^Total GPU Compute Time:\s*({_NUM})\s*s"), "total_gpu_compute_time_s")]
+_LEGACY_TOTALS = [(re.compile(rf"^throughput:\s*({_NUM})\s*qps"), "qps"),
+                  (re.compile(rf"^walltime:\s*({_NUM})\s*s"), "total_host_walltime_s"),
+                  (re.compile(rf"^total compute time:\s*({_NUM})\s*s"), "total_gpu_compute_time_s")]
+
+
+def _total(r: dict, patterns, msg: str) -> str | None:
+    """Store the total `msg` prints, if it is one; returns its field name."""
+    for pattern, key in patterns:
+        m = pattern.match(msg)
+        if m:
+            r[key] = float(m.group(1))
+            return key
+    return None
+
+
 def _split_runs(text: str) -> list[str]:
     """One chunk per '&&&& RUNNING' (or bare 'trtexec --' command line)."""
     chunks: list[list[str]] = [[]]
@@ -246,17 +265,7 @@ def _parse_run(text: str, batch_size: int | None, where: str) -> dict:
                 r[_KEYS[m.group(1)] + "_ms"] = d
                 legacy_section = None
             continue
-        m = re.match(rf"^Throughput:\s*({_NUM})\s*qps", msg)
-        if m:
-            r["qps"] = float(m.group(1))
-            continue
-        m = re.match(rf"^Total Host Walltime:\s*({_NUM})\s*s", msg)
-        if m:
-            r["total_host_walltime_s"] = float(m.group(1))
-            continue
-        m = re.match(rf"^Total GPU Compute Time:\s*({_NUM})\s*s", msg)
-        if m:
-            r["total_gpu_compute_time_s"] = float(m.group(1))
+        if _total(r, _TOTALS, msg):
             continue
         # 7.x blocks
         if msg.lower() in _LEGACY_HEADS:
@@ -276,17 +285,8 @@ def _parse_run(text: str, batch_size: int | None, where: str) -> dict:
                 if m.group(3) is not None and legacy_section == "latency":
                     legacy.setdefault("end_to_end_host_latency", {})[_pct_key(m.group(2))] = float(m.group(3))
                 continue
-            m = re.match(rf"^throughput:\s*({_NUM})\s*qps", msg)
-            if m:
-                r["qps"] = float(m.group(1))
-                continue
-            m = re.match(rf"^walltime:\s*({_NUM})\s*s", msg)
-            if m:
-                r["total_host_walltime_s"] = float(m.group(1))
-                continue
-            m = re.match(rf"^total compute time:\s*({_NUM})\s*s", msg)
-            if m:
-                r["total_gpu_compute_time_s"] = float(m.group(1))
+            key = _total(r, _LEGACY_TOTALS, msg)
+            if key == "total_gpu_compute_time_s":  # the last line of a 7.x block
                 legacy_section = None
                 continue
     for key, d in legacy.items():
