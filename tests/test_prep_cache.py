@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from harness import data
 from harness.data import datasets as datasets
 from harness.data.prep_cache import PrepCache, write_bins
+from harness.data.samples import NpyFile
+from harness.errors import UserError
 from tests.conftest import color_images
 
 
-def test_cache_round_trip_is_memory_mapped_and_keyed_by_recipe(tmp_path):
+def test_cache_round_trip_reads_into_the_batch_and_is_keyed_by_recipe(tmp_path):
     ds = datasets.image_folder(color_images(tmp_path / "d", per_class=2))
     recipe = data.get_recipe("imagenet_resize256_crop224", 32)
     cache = PrepCache(tmp_path / "c", recipe)
@@ -22,7 +25,13 @@ def test_cache_round_trip_is_memory_mapped_and_keyed_by_recipe(tmp_path):
     for (a, ya, na), (b, yb, nb) in zip(fresh, cached):
         assert na == nb and np.array_equal(a, b) and np.array_equal(ya, yb)
     s, arr = next(cache.stream(ds.samples))
-    assert isinstance(arr, np.memmap)
+    assert isinstance(arr, NpyFile) and np.array_equal(np.asarray(arr), fresh[0][0][0])
+    # a cache file cut short is an error naming it, not a batch with a stale tail
+    raw = arr.path.read_bytes()
+    arr.path.write_bytes(raw[:-100])
+    with pytest.raises(UserError, match="truncated") as exc:
+        list(data.batches(ds.samples, recipe, 4, source=cache.stream(ds.samples)))
+    assert str(arr.path) in str(exc.value)
     other = PrepCache(tmp_path / "c", data.get_recipe("timm_efficientnet_b0", 32))
     assert other.dir != cache.dir
 
@@ -66,3 +75,15 @@ def test_accuracy_stage_uses_the_prep_cache(tmp_path):
     assert second["prep_cache"]["built"] == 0 and second["prep_cache"]["cached"] == 9
     assert first["top1"] == second["top1"] == 100.0
     assert len(list((tmp_path / "cache" / "prep").rglob("*.npy"))) == 9
+
+
+def test_batches_refuse_an_image_of_another_shape(tmp_path):
+    ds = datasets.image_folder(color_images(tmp_path / "d", per_class=1))
+    recipe = data.get_recipe("imagenet_resize256_crop224", 32)
+    shapes = [(3, 32, 32), (1, 32, 32), (3, 32, 32)]  # (1, 32, 32) would broadcast into a row silently
+    source = [(s, np.ones(shape, np.float32)) for s, shape in zip(ds.samples, shapes)]
+    with pytest.raises(UserError, match=r"shape \(1, 32, 32\)") as exc:
+        list(data.batches(ds.samples, recipe, 3, source=source))
+    assert ds.samples[1].name in str(exc.value)
+    x, y, n = next(data.batches(ds.samples, recipe, 4, source=source[:1]))
+    assert n == 1 and x.shape == (4, 3, 32, 32) and x[0].min() == 1 and not x[1:].any()  # zero padding

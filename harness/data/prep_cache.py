@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.recipes import Recipe
-from harness.data.samples import Sample, preprocessed
+from harness.data.samples import NpyFile, Sample, preprocessed
 from harness.errors import UserError
 from harness.fsio import atomic_path
 
@@ -59,12 +59,13 @@ class PrepCache:
                 "images_per_s": len(todo) / dt if todo and dt > 0 else None}
 
     def stream(self, samples: list[Sample]):
-        """(sample, memory-mapped array) in order; a sample not cached yet is preprocessed and stored."""
+        """(sample, :class:`NpyFile`) in order, which :func:`batches` reads straight into its batch
+        buffer; a sample not cached yet is preprocessed and stored."""
         for s in samples:
             p = self.path(s)
             if not p.is_file():
                 self.build([s], workers=0, progress=False)
-            yield s, np.load(p, mmap_mode="r")
+            yield s, NpyFile(p)
 
 
 def write_bins(samples: list[Sample], recipe: Recipe, out_dir: str | Path, *, workers: int = 2) -> list[Path]:

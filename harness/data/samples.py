@@ -194,18 +194,59 @@ def _prefetched(gen, depth: int = 2):
         t.join(timeout=5)
 
 
+class NpyFile:
+    """A float32 .npy file that :func:`batches` reads straight into its batch row.
+
+    One open and one read of the file's bytes into the batch buffer, instead
+    of a memory map whose pages fault in one by one during a stack: what the
+    preprocessed-input cache hands out. ``np.asarray(f)`` loads it whole."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def _header(self, f) -> tuple[tuple, bool, np.dtype]:
+        from numpy.lib import format as npf
+
+        version = npf.read_magic(f)
+        read = npf.read_array_header_1_0 if version == (1, 0) else npf.read_array_header_2_0
+        return read(f)
+
+    @property
+    def shape(self) -> tuple:
+        with open(self.path, "rb") as f:
+            return self._header(f)[0]
+
+    def read_into(self, out: np.ndarray) -> None:
+        """Fill ``out`` (C-contiguous float32 of the file's shape) from the file."""
+        with open(self.path, "rb", buffering=0) as f:
+            shape, fortran, dtype = self._header(f)
+            if tuple(shape) != out.shape:
+                raise UserError(f"{self.path}: holds shape {tuple(shape)}, not {out.shape}",
+                                fix="delete the file (a cache rebuilds it)")
+            if fortran or dtype != out.dtype or not out.flags.c_contiguous:
+                out[...] = np.load(self.path)  # not the cache's own layout: the general reader
+                return
+            view = memoryview(out).cast("B")
+            got = f.readinto(view)
+            while got < view.nbytes:  # a short read (signals, pipes): read on
+                more = f.readinto(view[got:])
+                if not more:
+                    raise UserError(f"{self.path}: truncated .npy ({got} of {view.nbytes} bytes)",
+                                    fix="delete the file (a cache rebuilds it)")
+                got += more
+
+    def __array__(self, dtype=None, copy=None):
+        arr = np.load(self.path)
+        return arr if dtype is None else arr.astype(dtype)
+
+
 def _batches(samples, recipe, batch_size, on_corrupt, skipped, workers, source, processes):
     stream = source if source is not None else preprocessed(samples, recipe, workers=workers,
                                                             lookahead=max(16, 2 * batch_size),
                                                             processes=processes)
-    xs, ys = [], []
-
-    def emit():
-        x = np.stack(xs)
-        n = len(xs)
-        if n < batch_size:
-            x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)])
-        return x, np.array(ys, np.int64), n
+    buf, ys, layout = None, [], None
 
     for s, arr in stream:
         if isinstance(arr, Exception):
@@ -214,10 +255,23 @@ def _batches(samples, recipe, batch_size, on_corrupt, skipped, workers, source, 
                     skipped.append((s.name, str(arr).split("\n")[0]))
                 continue
             raise arr
-        xs.append(arr)
+        npy = isinstance(arr, NpyFile)
+        if layout is None:  # the first image sets every row's shape (a cache file's header, read once)
+            layout = (tuple(arr.shape), np.dtype(np.float32) if npy else arr.dtype)
+        if buf is None:  # one fresh buffer per batch: the consumer may still hold the last one
+            buf = np.empty((batch_size, *layout[0]), layout[1])
+        row = buf[len(ys)]
+        if npy:
+            arr.read_into(row)  # checks the file's shape against the row's
+        elif arr.shape != row.shape:  # no broadcasting one image into another's shape
+            raise UserError(f"{s.name}: preprocessed to shape {tuple(arr.shape)}, the batch's others to "
+                            f"{row.shape}", fix="a recipe must give every image the same shape")
+        else:
+            row[...] = arr
         ys.append(s.label)
-        if len(xs) == batch_size:
-            yield emit()
-            xs, ys = [], []
-    if xs:
-        yield emit()
+        if len(ys) == batch_size:
+            yield buf, np.array(ys, np.int64), batch_size
+            buf, ys = None, []
+    if ys:
+        buf[len(ys):] = 0  # the padding rows of a fixed-batch model
+        yield buf, np.array(ys, np.int64), len(ys)
