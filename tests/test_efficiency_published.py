@@ -35,8 +35,10 @@ def test_published_peaks_name_their_source():
     from harness.metrics.efficiency import efficiency, published_peak
 
     t4 = published_peak("Tesla T4", "fp16")
-    assert t4["peak_gflop_s"] == 65000.0 and t4["peak_kind"] == "published" and "datasheet" in t4["peak_source"]
-    assert published_peak("310P3", "FP16")["peak_gflop_s"] == 70000.0
+    assert t4["peak_gflop_s"] == 65000.0 and t4["peak_kind"] == "published" and "2018-09-13" in t4["peak_source"]
+    assert published_peak("310", "fp16")["peak_gflop_s"] == 8000.0  # HiSilicon's launch figure
+    p310p = published_peak("310P3", "FP16")
+    assert p310p["peak_gflop_s"] == 70000.0 and p310p["peak_kind"] == "derived"  # no source gave it
     assert published_peak("Some Future GPU", "fp16") is None and published_peak(None, "fp32") is None
     e = efficiency(1000.0, {"gflop_per_image": 8.0}, t4)  # 8 TFLOP/s of 65
     assert e["peak_fraction"] == pytest.approx(8000 / 65000) and e["peak_kind"] == "published"
