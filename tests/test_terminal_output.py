@@ -193,3 +193,53 @@ def test_peak_is_measured_once_per_machine_and_cached(tmp_path):
     assert calls == [1, 1]
     e = efficiency(20.0, {"gflop_per_image": 2.0}, a)
     assert e["gflop_s"] == 40.0 and e["peak_fraction"] == 0.4
+
+
+def test_a_peak_measured_on_a_busy_host_is_measured_again(tmp_path):
+    from harness.metrics.interference import Interference
+
+    busy = iter([0.40, 0.30, 0.0, 0.30])  # others' share of the machine during each measurement
+
+    class Probe:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.result = Interference(wall_s=1.0, ncpu=2, own_cpu_s=1.0, others_cpu_share=next(busy))
+
+    gflops = iter([60.0, 50.0, 100.0, 40.0])
+
+    def measure():
+        g = next(gflops)
+        return ({"gflop_s": g, "n": 64, "intra_op_threads": 2}, {"gflop_s": g / 2, "n": 64, "threads": 2})
+
+    first = host_peak(tmp_path, cpu_model="X", measure=measure, probe_factory=Probe)
+    assert first["peak_gflop_s"] == 60.0 and first["contended"] and "other processes used 40%" in first["peak_source"]
+    # still busy and slower: the higher contended figure stays, and is tried again next time
+    assert host_peak(tmp_path, cpu_model="X", measure=measure, probe_factory=Probe)["peak_gflop_s"] == 60.0
+    clean = host_peak(tmp_path, cpu_model="X", measure=measure, probe_factory=Probe)
+    assert clean["peak_gflop_s"] == 100.0 and not clean["contended"]
+    # a clean peak is kept: no fourth measurement
+    assert host_peak(tmp_path, cpu_model="X", measure=measure, probe_factory=Probe) == clean
+    assert next(gflops) == 40.0
+
+
+def test_skips_that_differ_only_by_the_model_are_one_line():
+    from harness.reports.terminal import render
+    from harness.results.record import Result
+
+    def skipped(model, reason, stage="accuracy"):
+        return Result(model=model, case=f"{stage}[cpu-bs1]", stage=stage, status="skipped", device="cpu",
+                      reason=reason)
+
+    why = ("no trained weights: set source.checkpoint in suites/{m}/suite.yaml to check against "
+           "{m}.top1.ascend910.eval_log")
+    results = [skipped(m, why.format(m=m)) for m in ("efficientnet_b0", "se_resnext50", "xception")]
+    results.append(skipped("xception", "dataset is synthetic", stage="accuracy"))
+    text = render(results, terminal=False)
+    section = " ".join(text[text.index("skipped:"):].split())  # rich folds long lines at 100 columns
+    assert section == (
+        "skipped: CPU: 3 skipped (accuracy 3): no trained weights: set source.checkpoint in suites/<model>/suite.yaml"
+        " to check against <model>.top1.ascend910.eval_log [<model>: efficientnet_b0, se_resnext50, xception]"
+        " CPU: 1 skipped (accuracy 1): dataset is synthetic"), text
+    assert all(len(line) <= 100 for line in text.splitlines())

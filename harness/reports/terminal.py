@@ -99,17 +99,24 @@ def _lines(results: list[Result]) -> list[str]:
 
 
 def _skip_groups(results: list[Result]) -> list[str]:
-    """Skipped cases grouped by reason: one line per reason with the device families and counts."""
+    """Skipped cases grouped by reason: one line per reason with the device families and counts.
+
+    A reason that differs between models only by the model's own name (its
+    suite's path, its baseline ids) is one group, written with ``<model>``
+    and followed by the models it covers."""
     groups: dict[str, list[Result]] = defaultdict(list)
     for r in results:
         if r.status == "skipped":
-            groups[r.reason or "(no reason recorded)"].append(r)
+            reason = r.reason or "(no reason recorded)"
+            groups[reason.replace(r.model, "<model>") if len(r.model or "") >= 3 else reason].append(r)
     out = []
-    for reason, rs in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+    for key, rs in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         fams = ", ".join(sorted({device_label(r.device) for r in rs}))
         stages = Counter(r.stage for r in rs)
         per = ", ".join(f"{s} {n}" for s, n in sorted(stages.items(),
                                                      key=lambda kv: STAGES.index(kv[0]) if kv[0] in STAGES else 99))
+        models = sorted({r.model for r in rs})
+        reason = f"{key} [<model>: {', '.join(models)}]" if len(models) > 1 else rs[0].reason or key
         out.append(f"{fams}: {len(rs)} skipped ({per}): {reason}")
     return out
 
