@@ -7,13 +7,13 @@ with the artifact, so a result can say how its model was made.
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.models import command_record
 from harness.vocab import family_of_chip
 
 # atc accepts 2 to 100 gears for --dynamic_batch_size.
@@ -88,13 +88,10 @@ def convert(cmd: list[str], output_stem: Path, *, run=subprocess.run, which=shut
         raise UserError(f"atc failed ({why}): {shlex.join(cmd)}\n{tail}", path=om,
                         fix="read the atc log above; check --soc_version, the input name and shape "
                             "(more in ~/ascend/log with --log=info)")
-    record_path(output_stem).write_text(json.dumps({"command": shlex.join(cmd), "argv": cmd}, indent=1))
+    command_record.write(record_path(output_stem), cmd)
     return om
 
 
 def recorded_command(output_stem: Path) -> str | None:
     """The command an existing OM was made with, if it was made by the harness."""
-    try:
-        return json.loads(record_path(output_stem).read_text())["command"]
-    except (OSError, ValueError, KeyError):
-        return None
+    return command_record.command(record_path(output_stem))

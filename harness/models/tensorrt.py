@@ -23,6 +23,8 @@ import subprocess
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.fsio import move_into_place
+from harness.models import command_record
 
 TRTEXEC_FIX = ("install TensorRT and put its bin/ (which holds trtexec) on PATH, or run in one of NVIDIA's "
                "TensorRT container images (nvcr.io/nvidia/tensorrt), where trtexec is on PATH")
@@ -149,15 +151,11 @@ def build(cmd: list[str], stem: Path, *, record: dict | None = None, run=subproc
         raise UserError(f"trtexec failed to build the engine ({why}): {shlex.join(cmd)}\n{tail}", path=plan,
                         fix="read trtexec's log above (an operator TensorRT cannot parse, or too little GPU "
                             "memory, are the usual causes); add --verbose by hand for more")
-    tmp.replace(plan)
-    record_path(stem).write_text(json.dumps({"command": shlex.join(cmd), "argv": cmd, **(record or {})},
-                                            indent=1))
+    move_into_place(tmp, plan)
+    command_record.write(record_path(stem), cmd, **(record or {}))
     return plan
 
 
 def recorded_command(stem: Path) -> str | None:
     """The command an existing engine was built with, if the harness built it."""
-    try:
-        return json.loads(record_path(stem).read_text())["command"]
-    except (OSError, ValueError, KeyError):
-        return None
+    return command_record.command(record_path(stem))
