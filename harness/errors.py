@@ -27,6 +27,11 @@ class UserError(Exception):
         super().__init__("".join(parts))
 
 
+def log_tail(text: str, lines: int = 15, *, empty: str = "(nothing printed)") -> str:
+    """The last ``lines`` lines of a tool's output, for the error that quotes it (``empty`` when it printed none)."""
+    return "\n".join(text.strip().splitlines()[-lines:]) or empty
+
+
 class CaseSkipped(Exception):
     """A case that cannot run here; the message says what is missing."""
 

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.errors import UserError, log_tail
 from harness.models import command_record
 from harness.vocab import family_of_chip
 
@@ -82,8 +82,7 @@ def convert(cmd: list[str], output_stem: Path, *, run=subprocess.run, which=shut
     p = run(cmd, capture_output=True, text=True)
     om = om_path(output_stem)
     if p.returncode != 0 or not om.is_file():
-        lines = ((p.stdout or "") + (p.stderr or "")).strip().splitlines()
-        tail = "\n".join(lines[-20:]) or "(atc printed nothing)"
+        tail = log_tail((p.stdout or "") + (p.stderr or ""), 20, empty="(atc printed nothing)")
         why = f"exit {p.returncode}" if p.returncode != 0 else f"exit 0 but {om.name} was not written"
         raise UserError(f"atc failed ({why}): {shlex.join(cmd)}\n{tail}", path=om,
                         fix="read the atc log above; check --soc_version, the input name and shape "

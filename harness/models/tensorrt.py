@@ -22,7 +22,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.errors import UserError, log_tail
 from harness.fsio import move_into_place
 from harness.models import command_record
 
@@ -145,8 +145,7 @@ def build(cmd: list[str], stem: Path, *, record: dict | None = None, run=subproc
                         fix="raise the target's timing max_duration_s, or build the engine by hand") from None
     if p.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
-        lines = ((p.stdout or "") + (p.stderr or "")).strip().splitlines()
-        tail = "\n".join(lines[-20:]) or "(trtexec printed nothing)"
+        tail = log_tail((p.stdout or "") + (p.stderr or ""), 20, empty="(trtexec printed nothing)")
         why = f"exit {p.returncode}" if p.returncode != 0 else "exit 0 but no engine was written"
         raise UserError(f"trtexec failed to build the engine ({why}): {shlex.join(cmd)}\n{tail}", path=plan,
                         fix="read trtexec's log above (an operator TensorRT cannot parse, or too little GPU "

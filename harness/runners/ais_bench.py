@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import UserError
+from harness.errors import UserError, log_tail
 from harness.runners import ais_bench_io as out
 from harness.runners.base import Runner
 from harness.vocab import NPU_FAMILIES
@@ -106,8 +106,8 @@ class _Cli:
         probe = [self.python, "-c", "import ais_bench"]
         p = run(probe, capture_output=True, text=True)
         if p.returncode != 0:
-            last = ((p.stdout or "") + (p.stderr or "")).strip().splitlines()[-1:] or ["(nothing printed)"]
-            raise UserError(f"ais_bench is not installed for {self.python} ({shlex.join(probe)}: {last[0]})",
+            last = log_tail((p.stdout or "") + (p.stderr or ""), 1)
+            raise UserError(f"ais_bench is not installed for {self.python} ({shlex.join(probe)}: {last})",
                             fix=INSTALL_FIX)
         self.tmp = Path(tempfile.mkdtemp(prefix="harness-ais_bench-"))
         self._run = run
@@ -133,7 +133,7 @@ class _Cli:
         p = self._run(cmd, capture_output=True, text=True)
         text = (p.stdout or "") + (p.stderr or "")
         if p.returncode != 0:
-            tail = "\n".join(text.strip().splitlines()[-15:]) or "(nothing printed)"
+            tail = log_tail(text)
             raise UserError(f"ais_bench exited {p.returncode}: {shlex.join(cmd)}\n{tail}", path=self.artifact,
                             fix="read ais_bench's log above (a batch size the OM was not converted for, or "
                                 "a missing CANN environment, are the usual causes)")

@@ -33,7 +33,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from harness.errors import UserError
+from harness.errors import UserError, log_tail
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -357,7 +357,7 @@ def parse_ais_bench_text(text: str, *, where: str = "ais_bench output", batch_si
     `where` when it holds no performance summary at all."""
     blocks, devices, summary, dym = _scan(text)
     if not blocks and not devices and summary is None and not dym:
-        tail = "\n".join(text.strip().splitlines()[-10:]) or "(nothing)"
+        tail = log_tail(text, 10, empty="(nothing)")
         raise UserError(
             "ais_bench printed no performance summary: expected an 'NPU_compute_time (ms)' line or table row, "
             "a 'throughput 1000*batchsize...' line or a 'summary throughput:' line; last lines were:\n" + tail,

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import CaseSkipped, UserError
+from harness.errors import CaseSkipped, UserError, log_tail
 from harness.models import tensorrt
 from harness.models.cache import CACHE_ENV, sha256_file
 from harness.runners import devices
@@ -232,7 +232,7 @@ class TrtexecRunner(Runner):
                 raise UserError(f"trtexec ran past {limit:g} s: {shlex.join(cmd)}", path=self.engine) from None
             text = (p.stdout or "") + (p.stderr or "")
             if p.returncode != 0:
-                tail = "\n".join(text.strip().splitlines()[-15:]) or "(nothing printed)"
+                tail = log_tail(text)
                 raise UserError(f"trtexec exited {p.returncode}: {shlex.join(cmd)}\n{tail}", path=self.engine,
                                 fix="read trtexec's log above; delete the engine to rebuild it if TensorRT "
                                     "or the driver changed")

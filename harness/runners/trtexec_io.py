@@ -21,7 +21,7 @@ import re
 import shlex
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.errors import UserError, log_tail
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf"
 _PREFIX = re.compile(r"^\s*(?:\[[^\]]*\]\s*)*")           # "[INFO] [05/27/2023-12:05:31] [I] " and the like
@@ -394,7 +394,7 @@ def parse_trtexec_log(text: str, batch_size: int | None = None, *, where: str = 
     or several (use parse_trtexec_runs)."""
     runs = parse_trtexec_runs(text, batch_size, where=where)
     if not runs:
-        tail = "\n".join(text.strip().splitlines()[-8:]) or "(nothing)"
+        tail = log_tail(text, 8, empty="(nothing)")
         raise UserError("trtexec printed no performance report: expected '=== Performance summary ===' with "
                         "'GPU Compute Time: min = ... ms' (TensorRT 8+) or a 'GPU Compute' block (7.x); "
                         "last lines were:\n" + tail, path=where,
