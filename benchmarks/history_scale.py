@@ -112,23 +112,11 @@ def main() -> int:
         bench("sqlite", str(work / "history.sqlite"), a, work)
     if a.skip_postgres:
         return 0
-    server = None
-    url = a.url
-    try:
-        if url is None:
-            from pg_server import PASSWORD, PgServer, find_bin_dir
+    from pg_server import benchmark_database
 
-            bin_dir = find_bin_dir()
-            if bin_dir is None:
-                print("postgresql: skipped (no initdb/pg_ctl; install Debian's postgresql or pass --url)")
-                return 0
-            server = PgServer(bin_dir).start()
-            os.environ["PGPASSWORD"] = PASSWORD
-            url = server.create_database("history")
-        bench("postgresql", url, a, work)
-    finally:
-        if server is not None:
-            server.destroy()
+    with benchmark_database("history", a.url) as url:
+        if url is not None:
+            bench("postgresql", url, a, work)
     return 0
 
 

@@ -15,6 +15,7 @@ figures, asserts nothing; exits 1 if a row is missing or a writer failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -78,25 +79,14 @@ def main() -> int:
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="store-concurrency-"))
     backends = [("sqlite", str(work / "results.sqlite"))]
-    server = None
-    if not a.skip_postgres:
-        url = a.url
-        if url is None:
-            import os
-
-            from tests.pg_server import PASSWORD, PgServer, find_bin_dir
-
-            bin_dir = find_bin_dir()
-            if bin_dir is None:
-                print("postgresql: skipped (no initdb/pg_ctl; install Debian's postgresql or pass --url)")
-            else:
-                server = PgServer(bin_dir).start()
-                os.environ["PGPASSWORD"] = PASSWORD
-                url = server.create_database("concurrency")
-        if url:
-            backends.append(("postgresql", url))
     bad = False
-    try:
+    with contextlib.ExitStack() as stack:  # a throwaway server lives until the measurements are done
+        if not a.skip_postgres:
+            from tests.pg_server import benchmark_database
+
+            url = stack.enter_context(benchmark_database("concurrency", a.url))
+            if url:
+                backends.append(("postgresql", url))
         print(f"{a.writers} writers x {a.results} results, one transaction per result, all starting at once")
         for name, spec in backends:
             r = measure(spec, a.writers, a.results, work)
@@ -105,9 +95,6 @@ def main() -> int:
                   f"{len(r['errors'])} writer errors, {r['seconds']:.2f} s, {r['rows_per_s']:.0f} rows/s")
             for e in r["errors"]:
                 print(f"   error: {e}")
-    finally:
-        if server is not None:
-            server.destroy()
     return 1 if bad else 0
 
 

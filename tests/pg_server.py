@@ -10,6 +10,7 @@ us and handed to that user.
 from __future__ import annotations
 
 import glob
+import contextlib
 import os
 import shutil
 import socket
@@ -98,3 +99,24 @@ class PgServer:
                              autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+
+@contextlib.contextmanager
+def benchmark_database(name: str, url: str | None = None):
+    """For the store benchmarks: ``url`` as given, else a new database on a
+    throwaway server (PGPASSWORD set for it, the server destroyed after), or
+    None, said in one line, where the server binaries are missing."""
+    if url is not None:
+        yield url
+        return
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        print("postgresql: skipped (no initdb/pg_ctl; install Debian's postgresql or pass --url)")
+        yield None
+        return
+    server = PgServer(bin_dir).start()
+    try:
+        os.environ["PGPASSWORD"] = PASSWORD
+        yield server.create_database(name)
+    finally:
+        server.destroy()
