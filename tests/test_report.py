@@ -202,6 +202,10 @@ def test_import_is_light():
             "print(any(m in sys.modules for m in ('matplotlib', 'jinja2')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
+    # the pytest plugin (every `pytest suites/...` start) leaves scipy.stats and ruptures to the first analysis
+    code = "import sys, harness.plugin; print(sorted(m for m in ('scipy.stats', 'ruptures') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_report_ratios_need_comparable_figures_and_leave_null_runner_out(tmp_path):

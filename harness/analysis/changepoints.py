@@ -72,8 +72,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import ruptures as rpt
-from scipy import stats
 
 from harness.metrics.repetitions import MedianCI, RepeatResult, median_ci
 
@@ -269,6 +267,9 @@ def detect_changes(points, *, direction: str = "higher", rel_threshold: float = 
                         f"with compare_runs until then.", len(pts), n, skipped, needed=need,
                         newest_contended=newest_contended, _n_clean=n)
     y = np.log([pts[i].value for i in idx])
+    import ruptures as rpt  # with scipy.stats: 0.4 s that `import harness` (pytest start-up) need not pay
+    from scipy import stats
+
     z = float(stats.norm.ppf(0.5 + confidence / 2))
     sigma = _noise_scale(y, [pts[i] for i in idx], z)
     model = _Model(y, sigma, z, rel_threshold, direction == "higher")
