@@ -24,6 +24,13 @@ import numpy as np
 from harness.errors import UserError
 
 OPTIMIZERS = ("momentum", "rmsprop", "sgd")
+
+
+def check_optimizer(recipe: dict) -> None:
+    """Both frameworks' first check of a recipe (the suite schema holds the same list)."""
+    if recipe["optimizer"] not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {recipe['optimizer']!r}",
+                        fix=f"train.recipe.optimizer: one of {', '.join(OPTIMIZERS)}")
 SCHEDULES = ("warmup_cosine", "warmup_linear", "constant")
 FRAMEWORKS = ("mindspore", "torch")
 #: MindSpore's amp levels (mindspore.amp.build_train_network)

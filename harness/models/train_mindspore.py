@@ -21,14 +21,12 @@ import numpy as np
 from harness.errors import UserError
 from harness.fsio import atomic_path
 from harness.models import mindspore_net
-from harness.models.train_common import OPTIMIZERS
+from harness.models.train_common import check_optimizer
 
 
 def check_fits(recipe: dict, device_target: str, precision: str) -> None:
     """A recipe MindSpore cannot run here is a UserError naming the key."""
-    if recipe["optimizer"] not in OPTIMIZERS:
-        raise UserError(f"unknown optimizer {recipe['optimizer']!r}",
-                        fix=f"train.recipe.optimizer: one of {', '.join(OPTIMIZERS)}")
+    check_optimizer(recipe)
     if recipe.get("dynamic_loss_scale") and device_target == "CPU":
         # mindspore.amp.build_train_network refuses it on CPU (no control flow there)
         raise UserError("train.recipe.dynamic_loss_scale: MindSpore's CPU backend supports only a fixed loss "

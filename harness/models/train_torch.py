@@ -20,7 +20,7 @@ import numpy as np
 from harness.errors import UserError
 from harness.fsio import atomic_path
 from harness.models import torch_net
-from harness.models.train_common import OPTIMIZERS
+from harness.models.train_common import check_optimizer
 
 
 def _autocast_dtype(device: str) -> str:
@@ -29,9 +29,7 @@ def _autocast_dtype(device: str) -> str:
 
 
 def check_fits(recipe: dict, device: str, precision: str) -> None:
-    if recipe["optimizer"] not in OPTIMIZERS:
-        raise UserError(f"unknown optimizer {recipe['optimizer']!r}",
-                        fix=f"train.recipe.optimizer: one of {', '.join(OPTIMIZERS)}")
+    check_optimizer(recipe)
     if precision not in ("fp32", "mixed"):
         raise UserError(f"precision {precision} does not fit the PyTorch training path (train.recipe.amp_level "
                         "is MindSpore's)", fix="give the target precision fp32, or mixed for torch.autocast")
