@@ -33,6 +33,7 @@ from harness.runners.ais_bench_text import (
     _stat_key,
     parse_ais_bench_text,
 )
+from harness.runners.logtext import read_log
 
 STAT_KEYS = {"min": "min", "max": "max", "mean": "mean", "median": "median", "percentile(99%)": "p99",
              "count": "count"}
@@ -234,10 +235,7 @@ def parse_ais_bench_json(source, *, batch_size: float | None = None, where: str 
 def parse_ais_bench_file(path: str | Path, *, batch_size: float | None = None) -> dict:
     """A console log or a summary JSON, told apart by content."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise UserError("no such file", path=p, fix="pass an ais_bench console log or *_summary.json") from None
+    text = read_log(p, fix="pass an ais_bench console log or *_summary.json")
     if text.lstrip().startswith("{"):
         try:
             raw = json.loads(text)

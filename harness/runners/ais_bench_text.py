@@ -34,8 +34,9 @@ import re
 from dataclasses import dataclass, field
 
 from harness.errors import UserError, log_tail
+from harness.runners.logtext import NUM
 
-_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf"
+_NUM = NUM
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _METRIC = r"(NPU_compute_time|H2D_latency|D2H_latency)"
 _STATS_LINE = re.compile(rf"\b{_METRIC}\s*\(ms\)\s*:\s*(.*)$")

@@ -22,8 +22,9 @@ import shlex
 from pathlib import Path
 
 from harness.errors import UserError, log_tail
+from harness.runners.logtext import NUM, read_log
 
-_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf"
+_NUM = NUM
 _PREFIX = re.compile(r"^\s*(?:\[[^\]]*\]\s*)*")           # "[INFO] [05/27/2023-12:05:31] [I] " and the like
 _RUNNING = re.compile(r"^&&&& RUNNING\s+\S+(?:\s+\[TensorRT v(\d+)\])?(?:\s+\[b\d+\])?\s*#\s*(.*)$")
 _PASSED = re.compile(r"^&&&& (PASSED|FAILED|WAIVED)\b")
@@ -407,9 +408,5 @@ def parse_trtexec_log(text: str, batch_size: int | None = None, *, where: str = 
 
 
 def parse_trtexec_file(path: str | Path, batch_size: int | None = None) -> dict:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise UserError("no such file", path=p, fix="pass the stdout trtexec wrote") from None
-    return parse_trtexec_log(text, batch_size, where=str(p))
+    text = read_log(path, fix="pass the stdout trtexec wrote")
+    return parse_trtexec_log(text, batch_size, where=str(path))
