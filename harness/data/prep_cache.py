@@ -58,11 +58,11 @@ class PrepCache:
         return {"built": len(todo), "cached": len(samples) - len(todo), "seconds": dt,
                 "images_per_s": len(todo) / dt if todo and dt > 0 else None}
 
-    def stream(self, samples: list[Sample]):
+    def stream(self, samples: list[Sample], paths: list[Path] | None = None):
         """(sample, :class:`NpyFile`) in order, which :func:`batches` reads straight into its batch
-        buffer; a sample not cached yet is preprocessed and stored."""
-        for s in samples:
-            p = self.path(s)
+        buffer; a sample not cached yet is preprocessed and stored. ``paths``: the samples'
+        :meth:`path` where the caller has them already (each costs a stat and a hash)."""
+        for s, p in zip(samples, paths or [self.path(s) for s in samples], strict=True):
             if not p.is_file():
                 self.build([s], workers=0, progress=False)
             yield s, NpyFile(p)

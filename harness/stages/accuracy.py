@@ -39,10 +39,11 @@ class AccuracyStage(Stage):
         source = None
         if suite.dataset.prep_cache:
             cache = PrepCache(ctx.models.cache.root / "prep", recipe)
-            hits = sum(cache.path(s).is_file() for s in ds.samples)
+            paths = [cache.path(s) for s in ds.samples]
+            hits = sum(p.is_file() for p in paths)
             res.metrics["prep_cache"] = {"dir": str(cache.dir), "cached": hits, "built": len(ds.samples) - hits}
             # images not cached yet are preprocessed (and stored) as the stream reaches them
-            source = _cache_stream(cache, ds.samples)
+            source = _cache_stream(cache, ds.samples, paths)
         from tqdm import tqdm
 
         with ctx.runner(case, res, ctx.target_artifact(case, res)) as runner:
@@ -75,11 +76,11 @@ class AccuracyStage(Stage):
         ctx.record(res, verdicts)
 
 
-def _cache_stream(cache, samples):
+def _cache_stream(cache, samples, paths):
     """The cache's (sample, array) stream, with an unreadable image passed on as
     its error (as batches() expects) instead of ending the stream."""
-    for s in samples:
+    for s, p in zip(samples, paths, strict=True):
         try:
-            yield from cache.stream([s])
+            yield from cache.stream([s], [p])
         except UserError as exc:
             yield s, exc
