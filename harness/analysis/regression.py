@@ -287,6 +287,7 @@ def evaluate(history: History, *, candidate_runs: list[str] | None = None, basel
             raise UserError(f"unknown metric {m!r} for the gate", fix=f"use some of: {', '.join(METRIC_STAGE)}")
     runs = history.runs
     envs = {rid: (run.get("env") or {}) for rid, run in runs.items()}
+    classes = history.machine_classes
     cands = candidate_runs or history.newest_per_host()
     notes = []
     for rid in cands:
@@ -330,12 +331,12 @@ def evaluate(history: History, *, candidate_runs: list[str] | None = None, basel
                                 f"machine in {cand.metrics.get('n_contended')} of "
                                 f"{len(cand.metrics.get('repetitions') or [])} repetitions): not judged; rerun it")
             continue
-        key, mclass = benchmark_key(cand), machine_class(envs.get(cand.run_id))
+        key, mclass = benchmark_key(cand), classes.get(cand.run_id) or machine_class(None)
         older = by_case.get((cand.model, cand.case), [])
         # CPU figures of N parallel workers (pytest-xdist) meet only figures of N workers
         workers = history.cpu_workers(cand)
         hist = [r for r in older if same_key(key, benchmark_key(r)) and history.cpu_workers(r) == workers
-                and machine_class(envs.get(r.run_id)) == mclass][-depth:]
+                and (classes.get(r.run_id) or machine_class(None)) == mclass][-depth:]
         if not hist:
             why = _why_not(cand, older[-1], envs) if older else "no clean earlier result"
             if older and all(history.cpu_workers(r) != workers for r in older):

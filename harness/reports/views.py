@@ -93,9 +93,10 @@ def _ci(r: Result, metric: str) -> tuple:
     return (float(lo), float(hi)) if ok else (None, None)
 
 
-def history_rows(model: str, results: list[Result], runs: dict, run_label) -> list[dict]:
+def history_rows(model: str, history, run_label) -> list[dict]:
     """One row per benchmark key, machine class and metric: the metric over every
     run that measured it, across versions, with the gate's change points."""
+    results, runs, classes = history.results, history.runs, history.machine_classes
     series = defaultdict(list)
     envs = {rid: (run.get("env") or {}) for rid, run in runs.items()}
     for r in results:
@@ -104,7 +105,7 @@ def history_rows(model: str, results: list[Result], runs: dict, run_label) -> li
         for metric, unit, spec in HISTORY_METRICS:
             v = r.metrics.get(metric)
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                key = (key_string({**benchmark_key(r), "input_size": None}), machine_class(envs.get(r.run_id)))
+                key = (key_string({**benchmark_key(r), "input_size": None}), classes.get(r.run_id) or machine_class(None))
                 series[(key, metric)].append(r)
     rows = []
     for (key, metric), rs in series.items():

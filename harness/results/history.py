@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from harness.errors import UserError
@@ -22,6 +23,11 @@ class History:
     results: list[Result]
     paths: list  # the stores read: Paths, or redacted database URLs
     candidates: list[str] | None = None  # load_history(gate_depth=...): the candidate runs it resolved
+
+    @cached_property
+    def machine_classes(self) -> dict[str, str]:
+        """run id -> machine class of its host, hashed once per run (not per result)."""
+        return {rid: machine_class(run.get("env")) for rid, run in self.runs.items()}
 
     def run_results(self, run_ids) -> list[Result]:
         ids = set(run_ids)
@@ -148,7 +154,7 @@ def _gate_records(store: Store, history: History, depth: int) -> list[Result]:
     group whose kept rows include a truncated or contended result is read whole."""
     runs, cands = history.runs, set(history.candidates or [])
     start = min((run_order(runs[c]) for c in cands if c in runs), default=("", 0))
-    mclass = {rid: machine_class(run.get("env")) for rid, run in runs.items()}
+    mclass = history.machine_classes
     keep: set[int] = set()
     groups: dict[tuple, list] = defaultdict(list)
     for row_id, run_id, model, case, status, device in store.index_rows():
