@@ -132,13 +132,14 @@ def _fisher(metric: str, base: Result, cand: Result) -> tuple[str, float | None]
     return "fisher", float(stats.fisher_exact([[kb, nb - kb], [kc, nc - kc]]).pvalue)
 
 
-def point_of(r: Result, metric: str, env: dict | None) -> Point:
-    """One run's estimate of `metric` for change-point detection (the report draws the same points)."""
+def point_of(r: Result, metric: str, env: dict | None, version: dict | None = None) -> Point:
+    """One run's estimate of `metric` for change-point detection (the report draws the same points).
+    ``version``: ``version_of(r, env)`` where the caller has it already."""
     lo_k, hi_k = CI_KEYS.get(metric, (None, None))
     lo, hi = r.metrics.get(lo_k, math.nan), r.metrics.get(hi_k, math.nan)
     return Point(float(r.metrics[metric]), float(lo) if lo is not None else math.nan,
                  float(hi) if hi is not None else math.nan, bool(r.metrics.get("contended")),
-                 version_of(r, env), r.run_id)
+                 version if version is not None else version_of(r, env), r.run_id)
 
 
 def _reps(r: Result, metric: str) -> list[float] | None:

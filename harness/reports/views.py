@@ -102,26 +102,32 @@ def history_rows(model: str, history, run_label) -> list[dict]:
     for r in results:
         if r.model != model or r.status not in ("passed", "failed"):
             continue
+        key = None  # one per result, whatever the number of its metrics
         for metric, unit, spec in HISTORY_METRICS:
             v = r.metrics.get(metric)
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                key = (key_string({**benchmark_key(r), "input_size": None}), classes.get(r.run_id) or machine_class(None))
+                key = key or (key_string({**benchmark_key(r), "input_size": None}),
+                              classes.get(r.run_id) or machine_class(None))
                 series[(key, metric)].append(r)
     rows = []
+    version: dict[int, dict] = {}  # per result: a result is in one series per metric
     for (key, metric), rs in series.items():
         rs.sort(key=lambda r: (run_order(runs.get(r.run_id, {})), r.created_at))
         unit, spec = next((u, s) for m, u, s in HISTORY_METRICS if m == metric)
         vals = [float(r.metrics[metric]) for r in rs]
         cis = [_ci(r, metric) for r in rs]
         cont = [bool(r.metrics.get("contended")) for r in rs]
-        versions = [version_of(r, envs.get(r.run_id)) for r in rs]
+        for r in rs:
+            if id(r) not in version:
+                version[id(r)] = version_of(r, envs.get(r.run_id))
+        versions = [version[id(r)] for r in rs]
         changed = [i for i in range(1, len(rs)) if versions[i] != versions[i - 1]]
         last = rs[-1]
         clean = [r for r in rs if runs.get(r.run_id, {}).get("status") == "finished"]
         higher = METRIC_DIRECTION[metric] == "higher"
         change_idx, change_text = [], []
         if metric in CI_KEYS:
-            points = [point_of(r, metric, envs.get(r.run_id)) for r in rs]
+            points = [point_of(r, metric, envs.get(r.run_id), v) for r, v in zip(rs, versions)]
             # the window the gate looks at (its --history): PELT over a year of
             # nightly points per series would make the report take minutes
             start = max(0, len(points) - CHANGE_WINDOW)
