@@ -53,12 +53,8 @@ EXIT_CODES = f"""exit codes:
 
 
 def _baselines(args, required=False):
-    path = args.baselines or ("baselines.yaml" if Path("baselines.yaml").is_file() else None)
-    if path is None:
-        if required:
-            raise UserError("no baselines file", fix="pass --baselines PATH (baselines.yaml)")
-        return None
-    return load_baselines(path)
+    path = locate_baselines(args.baselines, required=required)
+    return load_baselines(path) if path else None
 
 
 def _thresholds(args):
