@@ -176,4 +176,8 @@ def _gate_records(store: Store, history: History, depth: int) -> list[Result]:
     records = store.records(ids)
     unclean = {i for i, r in zip(ids, records) if r.metrics.get("truncated") or r.metrics.get("contended")}
     more = {i for g in groups.values() if len(g) > cut and unclean & {j for _, j in g[:cut]} for _, i in g[cut:]}
-    return store.records(keep | more) if more else records
+    if not more:
+        return records
+    by_id = dict(zip(ids, records))  # the kept rows are parsed already: read only the extra ones
+    by_id.update(zip(sorted(more), store.records(more)))
+    return [by_id[i] for i in sorted(by_id)]
