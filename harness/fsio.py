@@ -53,12 +53,6 @@ def write_text(dest: str | Path, text: str, *, encoding: str = "utf-8") -> Path:
     return Path(dest)
 
 
-def write_bytes(dest: str | Path, data: bytes) -> Path:
-    with atomic_path(dest, mode=0o644) as tmp:
-        tmp.write_bytes(data)
-    return Path(dest)
-
-
 def check_writable(dest: str | Path, *, what: str = "output file") -> Path:
     """Fail now, before any work, if ``dest`` cannot be written: a directory in
     its place, a folder that cannot be made, or one where no file can be

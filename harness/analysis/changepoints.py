@@ -91,10 +91,6 @@ class Point:
     run_id: str | None = None
 
     @classmethod
-    def from_result(cls, result: RepeatResult, version: dict | None = None, run_id: str | None = None) -> Point:
-        return cls(result.median, result.ci_lo, result.ci_hi, result.contended, dict(version or {}), run_id)
-
-    @classmethod
     def coerce(cls, p) -> Point:
         if isinstance(p, Point):
             return p

@@ -64,11 +64,6 @@ def table_outliers(values: dict[int, float], *, factor: float = OUTLIER_FACTOR) 
             if values[b] < factor * values[prev] and values[b] < factor * values[nxt]]
 
 
-# -- what makes two figures comparable: harness.analysis.comparability ----------
-COMPARE_FIELDS = cmp.FIELDS
-model_artifact = cmp.model_artifact
-
-
 def _label(device: str, model: str | None) -> str:
     return f"{device} ({model})" if model else device
 
@@ -195,13 +190,6 @@ def evaluate_claims(results: list[Result], claims: list[Claim]) -> list[ClaimVer
 
 
 # -- published ---------------------------------------------------------------
-def published_table(bf: BaselinesFile, model: str, metric: str, device: str,
-                    device_model: str | None = None) -> dict[tuple, dict[int, float]]:
-    """{comparison key: {batch: value}} of one device's published figures."""
-    return {k: {bs: b.value for bs, b in t.items()}
-            for k, t in _published_entries(bf, model, metric, device, device_model).items()}
-
-
 def _published_entries(bf, model, metric, device, device_model=None) -> dict[tuple, dict]:
     out: dict[tuple, dict] = defaultdict(dict)
     for b in bf.baselines:
@@ -211,14 +199,18 @@ def _published_entries(bf, model, metric, device, device_model=None) -> dict[tup
     return dict(out)
 
 
+def _values(entries: dict[tuple, dict]) -> dict[tuple, dict[int, float]]:
+    """{comparison key: {batch: value}} of :func:`_published_entries`' baselines."""
+    return {k: {bs: b.value for bs, b in t.items()} for k, t in entries.items()}
+
+
 def evaluate_published(bf: BaselinesFile) -> list[ClaimVerdict]:
     """The documents' own tables held against their own claims."""
     out = []
     for claim in bf.claims:
         num_e = _published_entries(bf, claim.model, claim.metric, claim.numerator, claim.numerator_model)
         den_e = _published_entries(bf, claim.model, claim.metric, claim.denominator, claim.denominator_model)
-        num_t = {k: {bs: b.value for bs, b in t.items()} for k, t in num_e.items()}
-        den_t = {k: {bs: b.value for bs, b in t.items()} for k, t in den_e.items()}
+        num_t, den_t = _values(num_e), _values(den_e)
         missing = [_label(d, m) for t, d, m in ((num_t, claim.numerator, claim.numerator_model),
                                                 (den_t, claim.denominator, claim.denominator_model)) if not t]
         if missing:

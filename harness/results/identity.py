@@ -22,7 +22,6 @@ from harness.results.record import Result
 
 KEY_FIELDS = ("model", "stage", "case", "device", "batch_size", "precision", "timing_scope", "input_size",
               "scenario")
-ACCURACY_KEY_FIELDS = ("preprocessing", "dataset")
 # frameworks whose version is part of the version under test when installed
 VERSION_FRAMEWORKS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-cann", "mindspore", "mindcv", "torch",
                       "timm", "onnx", "numpy", "ais_bench")
@@ -101,11 +100,3 @@ def machine_class(env: dict | None) -> str:
     return hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def describe_machine(env: dict | None) -> str:
-    m = machine_of(env)
-    parts = [f"{m['cpu_model']} x{m['cpu_cores']}"]
-    if m["npu_chips"]:
-        parts.append("NPU " + ", ".join(m["npu_chips"]))
-    if m["gpus"]:
-        parts.append("GPU " + ", ".join(m["gpus"]))
-    return "; ".join(parts)

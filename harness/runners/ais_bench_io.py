@@ -35,10 +35,6 @@ from harness.runners.ais_bench_text import (
 )
 from harness.runners.logtext import read_log
 
-STAT_KEYS = {"min": "min", "max": "max", "mean": "mean", "median": "median", "percentile(99%)": "p99",
-             "count": "count"}
-
-
 @dataclass
 class Stats:
     """One `... (ms): min = .., max = .., mean = ..` line, table row or summary-JSON block."""
