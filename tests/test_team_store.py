@@ -352,3 +352,14 @@ def test_n_auto_starts_one_worker_per_device_of_the_selected_families(monkeypatc
     assert plugin.pytest_xdist_auto_num_workers(Config("ascend310p and throughput")) == 3
     assert plugin.pytest_xdist_auto_num_workers(Config("ascend310 or gpu")) == 2
     assert plugin.pytest_xdist_auto_num_workers(Config("cpu")) is None  # xdist's default: one per core
+
+
+def test_show_reads_a_database_store(store_spec, capsys, monkeypatch):
+    """`harness show` takes a database URL (--store or $HARNESS_STORE) like every other command."""
+    make_history_store(store_spec, runs=1, models=("xception",), devices=SMALL_DEVICES, batches=(8,))
+    assert main(["show", "--store", store_spec, "--color", "never"]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "xception" in out and "run " in out
+    monkeypatch.setenv("HARNESS_STORE", store_spec)
+    assert main(["show", "--color", "never"]) == ExitCode.OK
+    assert capsys.readouterr().out == out

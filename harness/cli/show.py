@@ -9,20 +9,16 @@ On a terminal the tables are drawn with rich; piped or in CI they are plain text
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from harness.errors import ExitCode, UserError
+from harness.errors import ExitCode
 from harness.reports.terminal import render
 from harness.results.history import load_history
 from harness.results.store import default_path
 
 
 def _cmd_show(args) -> int:
-    path = Path(args.store) if args.store else default_path()
-    if not path.is_file():
-        raise UserError("results store not found", path=path,
-                        fix="run the suites first (harness run), or pass --store with an existing results file")
-    history = load_history([path])
+    # a file or a database URL; the store refuses a missing one with its own message
+    history = load_history([args.store or default_path()])
     run_id = history.resolve_run(args.run or "latest")
     run = history.runs[run_id]
     results = history.run_results([run_id])

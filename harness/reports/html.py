@@ -25,7 +25,7 @@ from harness.reports.formatting import doc as _doc
 from harness.reports.formatting import ms as _ms
 from harness.reports.formatting import num as _num
 from harness.reports.formatting import verdict_view as _verdict_view
-from harness.results import STATUSES, Result
+from harness.results import STATUSES, Result, db
 from harness.results.history import load_history, run_order
 from harness.results.store import redact
 from harness.vocab import STAGE_NAMES as STAGES
@@ -55,16 +55,8 @@ def _load_baselines(baselines):
 def _read_store(store_path, run_id: str | None):
     if store_path is None:
         raise UserError("no results store given", fix="pass the store path (e.g. .harness/results.sqlite)")
-    url = "://" in str(store_path)
-    path = str(store_path) if url else Path(store_path)
-    if not url and path.is_dir():
-        raise UserError("the results store is a directory, not a file", path=path,
-                        fix="pass the results file (e.g. .harness/results.sqlite), not its folder")
-    if not url and not path.is_file():
-        # Store(create=False) would say so too, but a directory passes its check.
-        raise UserError("results store not found", path=path,
-                        fix="run the suites first, or pass the path of an existing results file")
-    # read-only: a foreign or newer file is refused and never modified
+    path = str(store_path) if db.is_url(str(store_path)) else Path(store_path)
+    # read-only: a missing, foreign or newer file (or a folder) is refused by the store, never modified
     history = load_history([path])
     runs = sorted(history.runs.values(), key=run_order)
     if run_id is not None:
