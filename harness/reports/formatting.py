@@ -12,6 +12,14 @@ def num(v, spec: str) -> str:
         return str(v)
 
 
+def halfwidth(m: dict) -> float | None:
+    """Half the width of a throughput result's 95% interval over repetitions, or None where none was measured."""
+    lo, hi = m.get("throughput_ci_lo"), m.get("throughput_ci_hi")
+    if not all(isinstance(x, (int, float)) for x in (lo, hi)):
+        return None
+    return (hi - lo) / 2
+
+
 def doc(v) -> str:
     """A documented figure as baselines.yaml holds it: no rounding, no padding."""
     f = float(v)

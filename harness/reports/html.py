@@ -22,6 +22,7 @@ from harness.fsio import write_text
 from harness.reports import training, views
 from harness.reports.charts import chart_svg
 from harness.reports.formatting import doc as _doc
+from harness.reports.formatting import halfwidth
 from harness.reports.formatting import ms as _ms
 from harness.reports.formatting import num as _num
 from harness.reports.formatting import verdict_view as _verdict_view
@@ -97,14 +98,6 @@ def _documented_throughput(bf, model: str) -> dict[tuple, list]:
     return dict(sorted(groups.items(), key=lambda kv: (_device_rank(kv[0][0]), str(kv[0][1:]))))
 
 
-def _halfwidth(m: dict) -> str | None:
-    """The 95% interval's half-width over repetitions, as shown beside the value."""
-    lo, hi = m.get("throughput_ci_lo"), m.get("throughput_ci_hi")
-    if not all(isinstance(x, (int, float)) for x in (lo, hi)):
-        return None
-    return _num((hi - lo) / 2, ".2f")
-
-
 def _throughput(results: list[Result], bf, model: str, run_label) -> dict | None:
     measured = defaultdict(dict)
     for r in results:
@@ -128,9 +121,10 @@ def _throughput(results: list[Result], bf, model: str, run_label) -> dict | None
             title = [f"{r.case}: {r.status}", r.reason, f"run {run_label(r.run_id)}"]
             verdicts = [_verdict_view(x) for x in (v.to_dict() for v in verdicts_of(r.baseline))]
             title += [f"vs {x['id']} ({x['value']} {x['unit']}): {x['verdict']}" for x in verdicts]
+            hw = halfwidth(r.metrics)
             col["cells"][bs] = {
                 "value": _num(v, ".2f") if v is not None else None, "status": r.status,
-                "pm": _halfwidth(r.metrics), "contended": bool(r.metrics.get("contended")),
+                "pm": _num(hw, ".2f") if hw is not None else None, "contended": bool(r.metrics.get("contended")),
                 "imprecise": r.metrics.get("precise") is False,
                 "scope": r.timing_scope if r.timing_scope and len(scopes) > 1 else None,
                 "vs": ", ".join(f"{x['verdict']} vs doc {x['value']}" for x in verdicts),

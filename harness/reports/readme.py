@@ -33,6 +33,7 @@ from pathlib import Path
 from harness.analysis.comparability import comparable, is_null
 from harness.errors import UserError
 from harness.fsio import read_user_text, write_text
+from harness.reports.formatting import halfwidth
 from harness.reports.training import training_table
 from harness.results.history import run_order
 from harness.vocab import DEVICE_FAMILIES, NPU_FAMILIES
@@ -123,9 +124,9 @@ def _measured_text(m: dict, metric: str, v: float, stage: str) -> str:
     if stage != "throughput":
         return f"{v:.3f}"
     text = f"{v:.2f}"
-    lo, hi = m.get("throughput_ci_lo"), m.get("throughput_ci_hi")
-    if metric == "throughput_ips" and all(isinstance(x, (int, float)) for x in (lo, hi)):
-        text += f" ± {(hi - lo) / 2:.2f}"
+    hw = halfwidth(m)
+    if metric == "throughput_ips" and hw is not None:
+        text += f" ± {hw:.2f}"
     if m.get("contended"):
         text += " (contended)"
     elif m.get("precise") is False:

@@ -17,7 +17,7 @@ import io
 from collections import Counter, defaultdict
 
 from harness.analysis.verdicts import verdicts_of
-from harness.reports.formatting import doc, ms, num
+from harness.reports.formatting import doc, halfwidth, ms, num
 from harness.results.record import Result
 from harness.vocab import STAGE_NAMES as STAGES
 from harness.vocab import device_label
@@ -38,9 +38,9 @@ def throughput_cell(m: dict) -> str:
     if not isinstance(v, (int, float)):
         return "—"
     text = num(v, ".2f")
-    lo, hi = m.get("throughput_ci_lo"), m.get("throughput_ci_hi")
-    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
-        text += f" ± {num((hi - lo) / 2, '.2f')}"
+    hw = halfwidth(m)
+    if hw is not None:
+        text += f" ± {num(hw, '.2f')}"
     marks = _marks(m)
     return f"{text} {marks}" if marks else text
 
