@@ -10,6 +10,7 @@ made from (:class:`harness.models.cache.ArtifactCache`).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -87,13 +88,18 @@ class ModelProvider:
         self._artifacts: dict[tuple, Artifact] = {}
         self.om_source: dict[Path, str] = {}  # OM -> sha256 of the ONNX it was converted from
         self._checked: set[str] = set()  # sha256 of the users' ONNX files that parsed and checked
+        self._file_sha: dict[tuple, str] = {}  # (path, size, mtime) -> sha256 of a user's ONNX file
+        self._checkpoints: dict[Path, Path | None] = {}  # suite -> the weights it loads
         # "train or load": a suite's trained checkpoint (set by the stages' context; None: none asked for)
         self.trained: Callable[[Suite], Path | None] = lambda suite: None
 
     def checkpoint_of(self, suite: Suite) -> Path | None:
         """The weights the suite's network loads: source.checkpoint, else the
-        checkpoint its train stage feeds (trained now if not cached), else none."""
-        return suite.resolve(suite.source.checkpoint) or self.trained(suite)
+        checkpoint its train stage feeds (trained now if not cached), else none.
+        Asked once per artifact: found once per suite (planning a training run lists its dataset)."""
+        if suite.path not in self._checkpoints:
+            self._checkpoints[suite.path] = suite.resolve(suite.source.checkpoint) or self.trained(suite)
+        return self._checkpoints[suite.path]
 
     # -- the framework network ------------------------------------------------------------
     def network(self, suite: Suite, device_target: str = "CPU"):
@@ -147,7 +153,11 @@ class ModelProvider:
             path = suite.resolve(src.path)
             if not path.is_file():
                 raise UserError("ONNX model not found", path=path, fix="fix source.path in the suite")
-            sha = sha256_file(path)
+            st = path.stat()
+            stamp = (path, st.st_size, st.st_mtime_ns)
+            if stamp not in self._file_sha:  # hashed once per file, not per batch size
+                self._file_sha[stamp] = sha256_file(path)
+            sha = self._file_sha[stamp]
             if sha not in self._checked:  # once per file content, not per batch size
                 check_onnx_file(path)
                 self._checked.add(sha)
@@ -156,7 +166,10 @@ class ModelProvider:
             if fmt != "onnx":
                 raise CaseSkipped(f"cannot make {fmt} from a PyTorch source (it exports ONNX; OM is converted "
                                   "from that)")
-            # one dynamic-batch file serves every batch size
+            # one dynamic-batch file serves every batch size: made (or found and verified) once
+            first = self._artifacts.get((suite.path, fmt, "dynamic"))
+            if first is not None:
+                return dataclasses.replace(first, batch_size=batch_size, export_s=None, cached=True)
             key = self.cache.key(suite, f"onnx:pytorch:{src.opset}:dynamic", 0, checkpoint=self.checkpoint_of(suite))
 
             def produce(tmp):
@@ -165,7 +178,9 @@ class ModelProvider:
 
             meta = {"suite": str(suite.path), "arch": src.arch, "source": "pytorch", "opset": src.opset,
                     "dynamic_batch": True}
-            return self._cached(key, fmt, batch_size, produce, meta)
+            art = self._cached(key, fmt, batch_size, produce, meta)
+            self._artifacts[(suite.path, fmt, "dynamic")] = art
+            return art
         shape = (batch_size, suite.input.channels, suite.input.size, suite.input.size)
         key = self.cache.key(suite, fmt, batch_size, checkpoint=self.checkpoint_of(suite))
 
