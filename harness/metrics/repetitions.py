@@ -286,12 +286,21 @@ def repeat_until_precise(measure_once: Callable[[], Any], *, min_reps: int = 3, 
         redone += not keep
         reps.append(Rep(value, extra, itf, cont, keep, dur))
 
+    return estimate(reps, min_reps=min_reps, confidence=confidence, stopped_by=stopped_by, n_redone=redone,
+                    elapsed_s=clock() - t0)
+
+
+def estimate(reps: list[Rep], *, min_reps: int, stopped_by: str, n_redone: int = 0, elapsed_s: float,
+             confidence: float = 0.95) -> RepeatResult:
+    """The median and its interval over measured repetitions, and whether the
+    result as a whole is contended: what :func:`repeat_until_precise` ends with,
+    and what a Timing of repetitions measured elsewhere is built from."""
     basis = _choose_basis(reps, min_reps)
     ci = median_ci([r.value for r in _basis(reps, basis)], confidence)
     kept = [r for r in reps if r.kept]
     n_kept_cont = sum(r.contended for r in kept)
     contended = (not any(not r.contended for r in kept)) or n_kept_cont > len(kept) / 2
     return RepeatResult(median=ci.median, ci_lo=ci.lo, ci_hi=ci.hi, rel_halfwidth=ci.rel_halfwidth,
-                        reps=reps, n_contended=sum(r.contended for r in reps), n_redone=redone,
+                        reps=reps, n_contended=sum(r.contended for r in reps), n_redone=n_redone,
                         contended=contended, stopped_by=stopped_by, ci_method=ci.method,
-                        elapsed_s=clock() - t0, basis=basis)
+                        elapsed_s=elapsed_s, basis=basis)

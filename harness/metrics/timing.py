@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from harness.metrics.interference import DEFAULT_CONTENTION_THRESHOLD, InterferenceProbe
-from harness.metrics.repetitions import Rep, RepeatResult, median_ci, repeat_until_precise, steady_state_start
+from harness.metrics.repetitions import Rep, estimate, median_ci, repeat_until_precise, steady_state_start
 
 # A result stores at most this many per-iteration latencies (evenly spaced over
 # the timed iterations; every statistic is computed from all of them first), so
@@ -253,9 +253,10 @@ def _timing(rr, *, batch_size: int, timing_scope: str, warmup: tuple, duration_s
     kept = rr.used
     used = {id(r) for r in kept}
     lat_ms = np.asarray([x * 1e3 for r in kept for x in r.extra["latencies_s"]], dtype=np.float64)
-    p50_ci = median_ci([float(np.percentile(np.asarray(r.extra["latencies_s"]) * 1e3, 50)) for r in kept])
+    p50 = {id(r): float(np.percentile(np.asarray(r.extra["latencies_s"]) * 1e3, 50)) for r in rr.reps}
+    p50_ci = median_ci([p50[id(r)] for r in kept])
     reps = [{"throughput_ips": r.value, "iterations": len(r.extra["latencies_s"]), "duration_s": r.duration_s,
-             "latency_ms_p50": float(np.percentile(np.asarray(r.extra["latencies_s"]) * 1e3, 50)),
+             "latency_ms_p50": p50[id(r)],
              "contended": r.contended, "kept": r.kept, "used": id(r) in used,
              "interference": r.interference.as_dict() if r.interference is not None else None}
             for r in rr.reps]
@@ -290,11 +291,6 @@ def summarize(repetitions_s: list[list[float]], *, batch_size: int, timing_scope
     flags = contended or [False] * len(repetitions_s)
     reps = [Rep(batch_size * len(r) / float(sum(r)), {"latencies_s": list(r)}, None, c, True, float(sum(r)))
             for r, c in zip(repetitions_s, flags)]
-    clean = [r for r in reps if not r.contended]
-    basis = clean if len(clean) >= min(3, len(reps)) else reps
-    ci = median_ci([r.value for r in basis])
-    rr = RepeatResult(ci.median, ci.lo, ci.hi, ci.rel_halfwidth, reps, sum(flags), 0,
-                      contended=not clean or sum(flags) > len(reps) / 2, stopped_by="given", ci_method=ci.method,
-                      elapsed_s=sum(r.duration_s for r in reps), basis="clean" if basis is clean else "kept")
+    rr = estimate(reps, min_reps=min(3, len(reps)), stopped_by="given", elapsed_s=sum(r.duration_s for r in reps))
     return _timing(rr, batch_size=batch_size, timing_scope=timing_scope, warmup=(warmup_iterations, 0.0, True),
                    duration_s=rr.elapsed_s, config=TimingConfig(repetitions=len(reps)))
