@@ -155,3 +155,14 @@ def test_stored_latencies_are_bounded_and_statistics_use_all():
     small = timed(SteppingRunner(clock, [0.01] * 50), clock, warmup=0, min_iterations=20, min_duration_s=0,
                   repetitions=1, max_repetitions=1)
     assert small.latencies_stored == "all" and len(small.latencies_ms) == small.iterations
+
+
+def test_engine_defaults_are_the_suite_schema_defaults():
+    """TimingConfig takes its defaults from TimingSpec (one place); the probe's own default threshold agrees."""
+    from dataclasses import asdict
+
+    from harness.config.timing import TimingSpec
+    from harness.metrics.interference import DEFAULT_CONTENTION_THRESHOLD
+
+    assert asdict(TimingConfig()) == TimingSpec().model_dump()
+    assert TimingConfig().contention_threshold == DEFAULT_CONTENTION_THRESHOLD

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from harness.metrics.interference import DEFAULT_CONTENTION_THRESHOLD, InterferenceProbe
+from harness.config.timing import TimingSpec
+from harness.metrics.interference import InterferenceProbe
 from harness.metrics.repetitions import Rep, estimate, median_ci, repeat_until_precise, steady_state_start
 
 # A result stores at most this many per-iteration latencies (evenly spaced over
@@ -42,28 +43,28 @@ MAX_STORED_LATENCIES = 1000
 UNSTABLE_CV = 0.10
 
 
+_SPEC = TimingSpec()  # the suite's `timing:` section holds the defaults (and says what each field does)
+
+
 @dataclass
 class TimingConfig:
-    warmup: int = 3  # at least this many warm-up iterations
-    # split over the minimum number of repetitions: each repetition times
-    # min_iterations // repetitions iterations (at least 1) and
-    # min_duration_s / repetitions seconds, so a case costs about what one
-    # window of min_iterations did
-    min_iterations: int = 10
-    min_duration_s: float = 1.0
-    max_duration_s: float = 120.0  # safety stop for the whole case
-    repetitions: int = 3  # minimum repetitions
-    max_repetitions: int = 10
-    target_rel_halfwidth: float = 0.02  # stop adding repetitions at +-2% (95% interval)
-    # no repetition beyond the minimum once the measurement would pass this:
-    # the README's main job must not take longer than one window per case did
-    budget_s: float = 3.0
-    warmup_max_s: float = 2.0  # warm-up stops here even if no steady state was detected
-    contention_threshold: float = DEFAULT_CONTENTION_THRESHOLD
-    max_redo: int = 3  # contended repetitions measured again at most this many times
-    # a repetition lasts at least this long, so that the interference probe's
-    # clock-tick resolution stays small beside it
-    min_repetition_s: float = 0.25
+    """A TimingSpec as the engine takes it: the same fields and defaults (config/timing.py), no validation.
+    Each repetition times min_iterations // repetitions iterations (at least 1) and min_duration_s /
+    repetitions seconds (at least min_repetition_s), so a case costs about what one window did; no
+    repetition beyond the minimum once the measurement would pass budget_s."""
+
+    warmup: int = _SPEC.warmup
+    min_iterations: int = _SPEC.min_iterations
+    min_duration_s: float = _SPEC.min_duration_s
+    max_duration_s: float = _SPEC.max_duration_s
+    repetitions: int = _SPEC.repetitions
+    max_repetitions: int = _SPEC.max_repetitions
+    target_rel_halfwidth: float = _SPEC.target_rel_halfwidth
+    budget_s: float = _SPEC.budget_s
+    warmup_max_s: float = _SPEC.warmup_max_s
+    contention_threshold: float = _SPEC.contention_threshold
+    max_redo: int = _SPEC.max_redo
+    min_repetition_s: float = _SPEC.min_repetition_s
 
     @classmethod
     def from_spec(cls, spec) -> "TimingConfig":
