@@ -87,3 +87,22 @@ def test_batches_refuse_an_image_of_another_shape(tmp_path):
     assert ds.samples[1].name in str(exc.value)
     x, y, n = next(data.batches(ds.samples, recipe, 4, source=source[:1]))
     assert n == 1 and x.shape == (4, 3, 32, 32) and x[0].min() == 1 and not x[1:].any()  # zero padding
+
+
+def test_cache_stream_passes_an_unreadable_image_on_as_its_error(tmp_path):
+    root = color_images(tmp_path / "d", per_class=2)
+    bad = next(root.rglob("*.*"))
+    bad.write_bytes(b"not an image")
+    ds = datasets.image_folder(root)
+    recipe = data.get_recipe("imagenet_resize256_crop224", 32)
+    cache = PrepCache(tmp_path / "c", recipe)
+    items = list(cache.stream(ds.samples))
+    errors = [(s, a) for s, a in items if isinstance(a, Exception)]
+    assert len(items) == len(ds.samples) and len(errors) == 1 and isinstance(errors[0][1], UserError)
+    assert errors[0][0].path == bad and not cache.path(errors[0][0]).exists()  # no gap written into the cache
+    skipped = []
+    got = list(data.batches(ds.samples, recipe, 4, source=cache.stream(ds.samples), on_corrupt="skip",
+                            skipped=skipped))
+    assert sum(n for _, _, n in got) == len(ds.samples) - 1 and len(skipped) == 1
+    with pytest.raises(UserError):
+        list(data.batches(ds.samples, recipe, 4, source=cache.stream(ds.samples)))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.recipes import Recipe
-from harness.data.samples import NpyFile, Sample, preprocessed
+from harness.data.samples import NpyFile, Sample, preprocess_one, preprocessed
 from harness.errors import UserError
 from harness.fsio import atomic_path
 
@@ -51,20 +51,29 @@ class PrepCache:
         for s, arr in stream:
             if isinstance(arr, Exception):
                 raise arr
-            dest = self.path(s)
-            with atomic_path(dest) as tmp, open(tmp, "wb") as f:
-                np.save(f, arr.astype(np.float32, copy=False))
+            self._save(arr, self.path(s))
         dt = time.perf_counter() - t0
         return {"built": len(todo), "cached": len(samples) - len(todo), "seconds": dt,
                 "images_per_s": len(todo) / dt if todo and dt > 0 else None}
 
+    @staticmethod
+    def _save(arr: np.ndarray, dest: Path) -> None:
+        with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+            np.save(f, arr.astype(np.float32, copy=False))
+
     def stream(self, samples: list[Sample], paths: list[Path] | None = None):
         """(sample, :class:`NpyFile`) in order, which :func:`batches` reads straight into its batch
-        buffer; a sample not cached yet is preprocessed and stored. ``paths``: the samples'
-        :meth:`path` where the caller has them already (each costs a stat and a hash)."""
+        buffer; a sample not cached yet is preprocessed and stored, and one that cannot be read
+        comes as (sample, its UserError), as :func:`preprocessed` gives it (``batches`` applies
+        the dataset's on_corrupt policy). ``paths``: the samples' :meth:`path` where the caller has
+        them already (each costs a stat and a hash)."""
         for s, p in zip(samples, paths or [self.path(s) for s in samples], strict=True):
             if not p.is_file():
-                self.build([s], workers=0, progress=False)
+                arr = preprocess_one(self.recipe, s)
+                if isinstance(arr, Exception):
+                    yield s, arr
+                    continue
+                self._save(arr, p)
             yield s, NpyFile(p)
 
 

@@ -61,7 +61,8 @@ def synthetic_dataset(num_images: int, num_classes: int, seed: int = 0, min_side
     return out
 
 
-def _one(recipe: Recipe, s: Sample):
+def preprocess_one(recipe: Recipe, s: Sample):
+    """One image through the recipe: its CHW array, or the UserError it raised (returned, not raised)."""
     try:
         return recipe(s.open())
     except UserError as exc:
@@ -70,7 +71,7 @@ def _one(recipe: Recipe, s: Sample):
 
 def _chunk(recipe: Recipe, chunk: list[Sample]) -> list:
     """A process-pool task: several images per round trip, so the pickling cost is shared."""
-    return [_one(recipe, s) for s in chunk]
+    return [preprocess_one(recipe, s) for s in chunk]
 
 
 PROCESS_CHUNK = 4
@@ -93,21 +94,21 @@ def preprocessed(samples: list[Sample], recipe: Recipe, *, workers: int = 0, loo
         return
     if workers <= 0:
         for s in samples:
-            yield s, _one(recipe, s)
+            yield s, preprocess_one(recipe, s)
         return
 
     with ThreadPoolExecutor(workers) as pool:
         pending: deque = deque()
         it = iter(samples)
         for s in it:
-            pending.append((s, pool.submit(_one, recipe, s)))
+            pending.append((s, pool.submit(preprocess_one, recipe, s)))
             if len(pending) >= lookahead:
                 break
         while pending:
             s, fut = pending.popleft()
             nxt = next(it, None)
             if nxt is not None:
-                pending.append((nxt, pool.submit(_one, recipe, nxt)))
+                pending.append((nxt, pool.submit(preprocess_one, recipe, nxt)))
             yield s, fut.result()
 
 

@@ -7,7 +7,7 @@ from harness.analysis.verdicts import hold_by_rule
 from harness.data import datasets
 from harness.data.prep_cache import PrepCache
 from harness.data.samples import batches
-from harness.errors import CaseFailed, CaseSkipped, UserError
+from harness.errors import CaseFailed, CaseSkipped
 from harness.metrics import TopK
 from harness.stages.base import Stage
 
@@ -43,7 +43,7 @@ class AccuracyStage(Stage):
             hits = sum(p.is_file() for p in paths)
             res.metrics["prep_cache"] = {"dir": str(cache.dir), "cached": hits, "built": len(ds.samples) - hits}
             # images not cached yet are preprocessed (and stored) as the stream reaches them
-            source = _cache_stream(cache, ds.samples, paths)
+            source = cache.stream(ds.samples, paths)
         from tqdm import tqdm
 
         with ctx.runner(case, res, ctx.target_artifact(case, res)) as runner:
@@ -75,12 +75,3 @@ class AccuracyStage(Stage):
         res.reason += "; " + "; ".join(f"{v.verdict}: {v.reason}" for v in verdicts)
         ctx.record(res, verdicts)
 
-
-def _cache_stream(cache, samples, paths):
-    """The cache's (sample, array) stream, with an unreadable image passed on as
-    its error (as batches() expects) instead of ending the stream."""
-    for s, p in zip(samples, paths, strict=True):
-        try:
-            yield from cache.stream([s], [p])
-        except UserError as exc:
-            yield s, exc
