@@ -16,6 +16,7 @@ class UserError(Exception):
     """A problem the user can fix: names the file (if any) and the fix."""
 
     def __init__(self, message: str, *, path: str | Path | None = None, fix: str | None = None):
+        self.message = message  # without the path and the fix, for re-raising with a path
         self.path = str(path) if path is not None else None
         self.fix = fix
         parts = []

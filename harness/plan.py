@@ -55,7 +55,7 @@ def validate_suite(suite: Suite) -> None:
                                 fix=f"add {t.format} to export:")
     except UserError as exc:
         if exc.path is None:
-            raise UserError(str(exc).split("\n  fix: ")[0], path=suite.path, fix=exc.fix) from None
+            raise UserError(exc.message, path=suite.path, fix=exc.fix) from None
         raise
 
 
