@@ -11,6 +11,7 @@ made from (:class:`harness.models.cache.ArtifactCache`).
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,8 +19,12 @@ from typing import Callable
 
 from harness.config.suite import Suite
 from harness.errors import CaseSkipped, UserError
-from harness.models import atc, mindspore_net, torch_net
+from harness.models import atc, mindspore_net, onnx_batch, torch_net
 from harness.models.cache import Artifact, ArtifactCache, sha256_file
+
+# MindSpore bakes the batch into an ONNX export: the network is exported once at
+# this batch size, and the file is rewritten for the others (models/onnx_batch.py)
+REBATCH_FROM = 1
 
 
 def predict(net, x):
@@ -76,6 +81,12 @@ def largest_tensor_bytes(path: Path) -> int | None:
     return best * 4 if best else None
 
 
+def _made_by(meta: dict) -> str | None:
+    """How a cached file was made, where it was not exported by its framework directly."""
+    src = meta.get("rebatched_from")
+    return f"rewritten from the batch-{src['batch_size']} export {src['sha256'][:12]}" if src else None
+
+
 class ModelProvider:
     """``chips(family)`` names the NPU chips of a family on this host (for atc's
     --soc_version); ``why_absent(family)`` says why there are none."""
@@ -90,6 +101,7 @@ class ModelProvider:
         self._checked: set[str] = set()  # sha256 of the users' ONNX files that parsed and checked
         self._file_sha: dict[tuple, str] = {}  # (path, size, mtime) -> sha256 of a user's ONNX file
         self._checkpoints: dict[Path, Path | None] = {}  # suite -> the weights it loads
+        self._rebatch_ok: dict[Path, bool] = {}  # suite -> its export survives the batch rewrite, row for row
         # "train or load": a suite's trained checkpoint (set by the stages' context; None: none asked for)
         self.trained: Callable[[Suite], Path | None] = lambda suite: None
 
@@ -183,6 +195,10 @@ class ModelProvider:
             return art
         shape = (batch_size, suite.input.channels, suite.input.size, suite.input.size)
         key = self.cache.key(suite, fmt, batch_size, checkpoint=self.checkpoint_of(suite))
+        if fmt == "onnx" and batch_size != REBATCH_FROM and self.cache.lookup(key, fmt) is None:
+            art = self._rebatched(suite, key, batch_size)  # one MindSpore compile, not one per batch size
+            if art is not None:
+                return art
 
         def produce(tmp):
             return mindspore_net.export(self.network(suite), shape, fmt.upper(), tmp)
@@ -190,13 +206,42 @@ class ModelProvider:
         return self._cached(key, fmt, batch_size, produce, {"suite": str(suite.path), "arch": src.arch,
                                                              "shape": shape})
 
+    def _rebatched(self, suite: Suite, key: str, batch_size: int) -> Artifact | None:
+        """The suite's ONNX at ``batch_size``, rewritten from its export at REBATCH_FROM
+        (one MindSpore export instead of one per batch size); None where the graph does
+        not allow it, or its rows did not come out as the single-image graph's (then the
+        caller exports from MindSpore)."""
+        base = self.artifact(suite, "onnx", REBATCH_FROM)
+        if suite.path not in self._rebatch_ok:
+            probe = self.cache.root / ".rebatch-check" / base.sha256[:16]
+            try:
+                probe.mkdir(parents=True, exist_ok=True)
+                two = onnx_batch.rebatch(base.path, 2, probe / "bs2")
+                self._rebatch_ok[suite.path] = onnx_batch.rows_agree(base.path, two, seed=suite.source.seed)
+            except onnx_batch.NotRebatchable:
+                self._rebatch_ok[suite.path] = False
+            finally:
+                shutil.rmtree(probe, ignore_errors=True)
+        if not self._rebatch_ok[suite.path]:
+            return None
+        meta = {"suite": str(suite.path), "arch": suite.source.arch,
+                "shape": (batch_size, suite.input.channels, suite.input.size, suite.input.size),
+                "rebatched_from": {"batch_size": REBATCH_FROM, "sha256": base.sha256}}
+        try:
+            art = self._cached(key, "onnx", batch_size, lambda tmp: onnx_batch.rebatch(base.path, batch_size, tmp), meta)
+        except onnx_batch.NotRebatchable:
+            shutil.rmtree(self.cache.root / key, ignore_errors=True)
+            return None
+        return art
+
     def _cached(self, key, fmt, batch_size, produce, meta) -> Artifact:
         path = self.cache.lookup(key, fmt)
         if path is not None:
-            return Artifact(fmt, path, self.cache.meta(path)["sha256"], batch_size, None, cached=True)
+            meta = self.cache.meta(path)
+            return Artifact(fmt, path, meta["sha256"], batch_size, None, cached=True, command=_made_by(meta))
         t0 = time.perf_counter()
         path, sha = self.cache.store(key, fmt, produce, meta)
-        return Artifact(fmt, path, sha, batch_size, time.perf_counter() - t0, cached=False)
+        return Artifact(fmt, path, sha, batch_size, time.perf_counter() - t0, cached=False, command=_made_by(meta))
 
     def om(self, suite: Suite, batch_size: int, device: str, gears: list[int] | None = None) -> Artifact:
         """A static OM for one batch size, or (with gears) one dynamic-batch OM,
