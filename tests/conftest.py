@@ -135,3 +135,38 @@ def store_spec(request, tmp_path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "results.sqlite")
     return request.getfixturevalue("pg_server").create_database()
+
+
+# -- in CI, a test skipped for a missing package or tool is a failure ------------------------
+# Outside CI (a laptop with fewer extras, no chromium, no PostgreSQL) such tests skip with the
+# reason; CI installs everything the tests need, so there the same skip means CI lost a piece.
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+_MISSING = ("could not import", "not installed", "not found")
+_missing_skips: list[str] = []
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    return str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+
+
+def _note_missing(report) -> None:
+    if IN_CI and report.skipped and any(m in _skip_reason(report).lower() for m in _MISSING):
+        _missing_skips.append(f"{report.nodeid}: {_skip_reason(report)}")
+
+
+def pytest_collectreport(report):
+    _note_missing(report)
+
+
+def pytest_runtest_logreport(report):
+    _note_missing(report)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _missing_skips:
+        print(f"\nCI: {len(_missing_skips)} test(s) skipped for a missing package or tool "
+              "(.ci/run must install it):", file=sys.stderr)
+        for line in _missing_skips:
+            print(f"  {line}", file=sys.stderr)
+        session.exitstatus = 1
