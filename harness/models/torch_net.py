@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import UserError
+from harness.errors import CaseSkipped, UserError
 from harness.fsio import move_into_place
 from harness.models.cards import reference_of
 from harness.models.weights import read_torch_state_dict
@@ -32,9 +32,9 @@ def _need_torch():
     try:
         import timm
         import torch
-    except ImportError as exc:
-        raise UserError(f"the PyTorch source needs torch and timm ({exc})",
-                        fix="pip install 'modelzoo-harness[torch]' (torch, torchvision, timm)") from None
+    except ImportError as exc:  # an extra this install lacks: the case skips, naming it (never an error)
+        raise CaseSkipped(f"the PyTorch path needs torch and timm, not installed here ({exc}): "
+                          "pip install -e '.[torch]' (torch, torchvision, timm)") from None
     return torch, timm
 
 
