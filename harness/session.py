@@ -18,7 +18,7 @@ from harness.models.cache import ArtifactCache, sha256_file
 from harness.models.provider import ModelProvider
 from harness.results import Result, provenance
 from harness.results.store import Store, StoreUnavailable
-from harness.runners import devices, get_runner_class
+from harness.runners import devices, get_runner_class, why_unavailable
 from harness.stages import Case, StageContext, get_stage
 from harness.vocab import HOST_DEVICE
 
@@ -86,7 +86,7 @@ class HarnessSession:
                 runner_cls = get_runner_class(case.target.runner)
                 # known before anything loads, so skipped cases carry it too
                 res.timing_scope = runner_cls.timing_scope
-                why = getattr(runner_cls, "unavailable", lambda _opts: None)(case.target.options)
+                why = why_unavailable(runner_cls, case.target.options, case.device)
                 missing += [why] if why else []
             if missing:
                 raise CaseSkipped("; ".join(missing))

@@ -72,6 +72,11 @@ class Stage:
         raise NotImplementedError
 
 
+def torch_native(target) -> bool:
+    """Does this target's runner run the suite's PyTorch network (runner: torch)?"""
+    return target.format == "native" and getattr(get_runner_class(target.runner), "native_framework", None) == "torch"
+
+
 class StageContext:
     """What stages share in one run: models and artifacts, runners, inputs, baselines."""
 
@@ -133,6 +138,10 @@ class StageContext:
         """The thing the case's runner loads: a network ("native") or an artifact path."""
         if case.format == "native":
             res.artifact_sha256 = None
+            if case.target is not None and torch_native(case.target):
+                net, info = self.models.torch_network(case.suite)
+                res.metrics.update(torch_network=info["network"], torch_weights=info["weights"])
+                return net
             target = "CPU"
             if case.target is not None and case.target.runner == "mindspore":
                 target = DEVICES[case.device].mindspore_target or "CPU"

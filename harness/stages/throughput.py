@@ -13,7 +13,7 @@ from harness.errors import CaseFailed, CaseSkipped, UserError
 from harness.metrics import efficiency, loadgen
 from harness.metrics.timing import measure
 from harness.runners.devices import cpu_model, device_model
-from harness.stages.base import Stage
+from harness.stages.base import Stage, torch_native
 from harness.vocab import DEVICES
 
 
@@ -41,10 +41,12 @@ def efficiency_metrics(case, ctx, res, throughput_ips: float) -> dict:
     """GFLOP/s from the ONNX graph's operation count and the fraction of the peak (harness.metrics.efficiency).
     Left out, saying why, when no ONNX graph of the model is at hand."""
     suite = case.suite
-    if case.format != "onnx" and "onnx" not in (suite.export or []):
+    torch = case.target is not None and torch_native(case.target)
+    if case.format != "onnx" and "onnx" not in (suite.export or []) and not torch:
         return {"efficiency_note": "no ONNX export of this model to count operations from"}
     try:
-        onnx_path = ctx.models.artifact(suite, "onnx", case.batch_size, case.device).path
+        onnx_path = (ctx.models.torch_onnx(suite, case.batch_size) if torch else
+                     ctx.models.artifact(suite, "onnx", case.batch_size, case.device)).path
         size = suite.input.size
         ops = efficiency.count_ops(onnx_path, case.batch_size, (case.batch_size, 3, size, size))
     except Exception as exc:  # noqa: BLE001 - efficiency is an addition; the measurement stands without it
