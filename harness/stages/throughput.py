@@ -22,6 +22,10 @@ def describe(t) -> str:
     text = (f"{t.throughput_ips:.2f} ± {t.halfwidth:.2f} img/s (95% CI over "
             f"{sum(r['used'] for r in t.repetitions)} repetitions, ±{100 * t.throughput_rel_halfwidth:.1f}%), "
             f"p50 {t.latency_ms_p50:.2f} ms")
+    if t.host_scope:  # a device-scope figure with the host clock around the same runs beside it
+        h = t.host_scope
+        text = (f"device scope {text}; host scope {h['throughput_ips']:.2f} img/s "
+                f"[{h['throughput_ci_lo']:.2f}, {h['throughput_ci_hi']:.2f}], p50 {h['latency_ms_p50']:.2f} ms")
     if t.contended:
         text += f" (CONTENDED: other processes were busy in {t.n_contended} of {len(t.repetitions)} repetitions)"
     elif t.n_contended:
