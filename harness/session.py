@@ -76,6 +76,9 @@ class HarnessSession:
             res.target, res.runner, res.precision = case.target.name, case.target.runner, case.target.precision
             if case.device != HOST_DEVICE:
                 res.device_index = self.pinned.get(case.device, case.target.device_id)
+        # every result names its device model (a T4's figure and an H200's never mix): the GPU as
+        # nvidia-smi names it, the NPU chip npu-smi reports, the CPU's model; "absent" where none is
+        res.metrics["device_model"] = devices.device_model(case.device, index=res.device_index) or "absent"
         started = time.perf_counter()
         try:
             report = devices.detect()

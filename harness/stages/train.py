@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.analysis.comparability import device_model_matches
 from harness.analysis.verdicts import hold
 from harness.config.baselines import select
 from harness.errors import CaseFailed, CaseSkipped, UserError
@@ -199,7 +200,8 @@ class TrainStage(Stage):
             self._hold(case, ctx, res, stats["train_step_ms"])
 
     def _hold(self, case, ctx, res, value):
-        """Documented step times, held only when device, per-device batch, devices and precision match."""
+        """Documented step times, held only when device (and the device model a document names),
+        per-device batch, devices and precision match."""
         t = case.train_target
         if ctx.baselines is None:
             return
@@ -210,7 +212,8 @@ class TrainStage(Stage):
             return
         # the documents train in mixed precision (their 混合精度 section) where a figure names none
         fit = [b for b in docs if b.batch_size == case.batch_size and b.num_devices == t.num_devices
-               and (b.precision or "mixed") == t.precision and (b.epoch or 2) > 1]
+               and (b.precision or "mixed") == t.precision and (b.epoch or 2) > 1
+               and device_model_matches(b.device_model, res.metrics.get("device_model"))]
         if not fit:
             seen = "; ".join(sorted({f"batch {b.batch_size} x {b.num_devices or '?'} devices, {b.precision or 'mixed'}"
                                      for b in docs}))
