@@ -55,11 +55,13 @@ def efficiency_metrics(case, ctx, res, throughput_ips: float) -> dict:
         ops = efficiency.count_ops(onnx_path, case.batch_size, (case.batch_size, 3, size, size))
     except Exception as exc:  # noqa: BLE001 - efficiency is an addition; the measurement stands without it
         return {"efficiency_note": f"operations not counted: {type(exc).__name__}: {exc}"}
-    if DEVICES[case.device].detector == "host":  # the CPU: its peak is measured
-        peak = efficiency.host_peak(ctx.models.cache.root, cpu_model=cpu_model())
+    if DEVICES[case.device].detector == "host":  # the CPU: its ISA ceiling, the measured GEMM beside
+        gemm = efficiency.host_peak(ctx.models.cache.root, cpu_model=cpu_model())
+        return efficiency.cpu_efficiency(throughput_ips, ops, gemm, efficiency.host_ceiling())
     else:
         model = res.metrics.get("gpu_model") or res.metrics.get("device_model") or device_model(case.device)
-        peak = efficiency.published_peak(model, case.target.precision if case.target else None)
+        precision = res.metrics.get("peak_precision") or (case.target.precision if case.target else None)
+        peak = efficiency.published_peak(model, precision)
         if peak is None:
             return {**efficiency.efficiency(throughput_ips, ops, None),
                     "efficiency_note": f"no published peak held for {model or case.device} at this precision"}
