@@ -23,6 +23,35 @@ from harness.stages import Case, StageContext, get_stage
 from harness.vocab import HOST_DEVICE
 
 
+def _measured(r: Result) -> bool:
+    return r.status in ("passed", "failed") and r.stage != "export"
+
+
+def unmeasured(results: list[Result], required: list[str] = ()) -> tuple[list[str], list[str]]:
+    """(one line per device family present on this host whose cases in this run all
+    skipped or broke, the required families among them or with no case measured at all).
+    A family present here but deselected (no case of it ran) gets no line unless required."""
+    report = devices.detect()
+    lines, unmet = [], []
+    for fam in dict.fromkeys([*(r.device for r in results), *required]):
+        mine = [r for r in results if r.device == fam]
+        if any(_measured(r) for r in mine):
+            continue
+        label = devices.LABEL.get(fam, fam)
+        counts = ", ".join(f"{sum(r.status == k for r in mine)} {k}" for k in ("skipped", "error")
+                           if any(r.status == k for r in mine))
+        first = next((r.reason.splitlines()[0] for r in mine if r.reason), "")
+        if report.present.get(fam):
+            lines.append(f"{label} is on this host ({devices.device_model(fam, report)}) but this run measured "
+                         f"nothing on it: {len(mine)} case(s), {counts or 'none ran'}" + (f"; first: {first}" if first
+                                                                                           else ""))
+        elif fam in required:
+            lines.append(f"{label} was required (--require {fam}) but is absent: {_why_absent(fam)}")
+        if fam in required:
+            unmet.append(fam)
+    return lines, unmet
+
+
 def _why_absent(family: str) -> str:
     return devices.detect().why_absent.get(family, f"no {family} on this host")
 
