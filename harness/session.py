@@ -107,7 +107,7 @@ class HarnessSession:
                 res.device_index = self.pinned.get(case.device, case.target.device_id)
         # every result names its device model (a T4's figure and an H200's never mix): the GPU as
         # nvidia-smi names it, the NPU chip npu-smi reports, the CPU's model; "absent" where none is
-        res.metrics["device_model"] = devices.device_model(case.device, index=res.device_index) or "absent"
+        model = res.metrics["device_model"] = devices.device_model(case.device, index=res.device_index) or "absent"
         started = time.perf_counter()
         try:
             report = devices.detect()
@@ -134,6 +134,8 @@ class HarnessSession:
             res.status = "error"
             res.reason = f"{type(exc).__name__}: {exc}"
             res.metrics["traceback"] = traceback.format_exc(limit=8)
+        if not res.metrics.get("device_model"):  # a stage that replaced the metrics keeps it
+            res.metrics["device_model"] = model
         # the case's wall time: what `harness run` learns its ETA from
         res.metrics["case_s"] = round(time.perf_counter() - started, 3)
         try:
