@@ -41,7 +41,7 @@ import numpy as np
 
 from harness.errors import UserError
 from harness.runners.base import Runner
-from harness.vocab import DEVICES
+from harness.vocab import DEVICES, GPU_FAMILIES, HOST_DEVICE
 
 INSTALL = "pip install -e '.[torch]' (torch, torchvision, timm)"
 _AUTOCAST = {"fp16": "float16", "bf16": "bfloat16"}
@@ -92,7 +92,7 @@ def why_no_cuda(torch) -> str | None:
 class TorchRunner(Runner):
     name = "torch"
     formats = ("native",)
-    devices = ("cpu", "gpu")
+    devices = (HOST_DEVICE, *GPU_FAMILIES)
     timing_scope = "host"
     #: the network it loads is PyTorch's (the stages ask the provider for it)
     native_framework = "torch"
@@ -142,7 +142,7 @@ class TorchRunner(Runner):
             if "tf32" in opts:
                 torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = bool(opts["tf32"])
         else:
-            self.dev = torch.device("cpu")
+            self.dev = torch.empty(0).device  # the host
             if opts.get("threads"):
                 torch.set_num_threads(int(opts["threads"]))
         # a copy: the provider's network stays the fp32 CPU reference other cases use

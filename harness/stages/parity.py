@@ -13,6 +13,7 @@ from harness.errors import CaseFailed, CaseSkipped
 from harness.metrics import compare_outputs
 from harness.runners import get_runner_class, why_unavailable
 from harness.stages.base import Case, Stage, torch_native
+from harness.vocab import HOST_DEVICE
 
 #: precision -> (max |diff| / scale, min cosine) that an autocast run must reach at least
 REDUCED = {"fp16": (2e-2, 0.999), "mixed": (3e-2, 0.998), "bf16": (6e-2, 0.995)}
@@ -47,14 +48,14 @@ class ParityStage(Stage):
     def _torch(self, case, ctx, res, x):
         suite, t = case.suite, case.target
         ort_cls = get_runner_class("onnxruntime")
-        why = why_unavailable(ort_cls, {}, "cpu")
+        why = why_unavailable(ort_cls, {}, HOST_DEVICE)
         if why:
             raise CaseSkipped(f"the torch runner's parity runs its ONNX export on ONNX Runtime: {why}")
         with ctx.runner(case, res, ctx.target_artifact(case, res)) as runner:
             out = runner.run(x)
         art = ctx.models.torch_onnx(suite, case.batch_size)
         res.metrics["reference_onnx"] = {"path": str(art.path), "sha256": art.sha256}
-        with ort_cls("cpu", 0, "fp32", {}) as ort:
+        with ort_cls(HOST_DEVICE, 0, "fp32", {}) as ort:
             ort.load(art.path, x.shape)
             reference = ort.run(x)
         tol, cos = suite.parity.max_abs_diff_rel, suite.parity.min_cosine
