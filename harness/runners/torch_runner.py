@@ -172,7 +172,9 @@ class TorchRunner(Runner):
                               cudnn=torch.backends.cudnn.version())
 
     def _autocast(self):
-        return self.torch.autocast(device_type=self.dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+        # no cast cache under CUDA graphs: the graph must hold every cast it replays
+        return self.torch.autocast(device_type=self.dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None,
+                                   cache_enabled=not self.graphs)
 
     def _forward(self):
         with self.torch.inference_mode(), self._autocast():
