@@ -237,6 +237,7 @@ def mindspore_targets() -> list[str]:
     return targets
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -244,7 +245,10 @@ def cpu_model() -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    # Arm kernels list no "model name"; lscpu names the part from its id (Kunpeng-920, Neoverse-N1)
+    rc, out = _run(["lscpu"]) if shutil.which("lscpu") else (1, "")
+    named = [ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name:")]
+    return (named[0] if rc == 0 and named and named[0] != "-" else None) or platform.processor() or platform.machine()
 
 
 # -- running the tools ---------------------------------------------------------
