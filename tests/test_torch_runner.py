@@ -269,3 +269,27 @@ def test_gpu_check_cpu_half_runs_the_torch_suite_and_the_ratio(tmp_path):
     assert m["torch"]["compile"] is False and m["torch_network"] == "resnet18"
     assert m["peak_kind"] == "isa_ceiling" and m["peak_fraction"] < 1 and "gemm_fraction" in m
     assert all(r["metrics"].get("device_model") for r in recs)
+
+
+# -- train options ----------------------------------------------------------------------
+def test_train_takes_channels_last_and_says_so(tmp_path):
+    from tests.test_train import suite_file
+
+    p = suite_file(tmp_path)
+    p.write_text(p.read_text().replace("threads: 1, reduced: true}", "threads: 1, reduced: true,\n"
+                                       "       channels_last: true}"))
+    store = tmp_path / "r.sqlite"
+    r = subprocess.run([sys.executable, "-m", "harness", "run", str(p.parent), "-m", "train", "--store", str(store),
+                        "--cache", str(tmp_path / "cache")], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == ExitCode.OK, r.stdout + r.stderr
+    [rec] = [json.loads(x[0]) for x in sqlite3.connect(store).execute("SELECT record FROM results")
+             if json.loads(x[0])["stage"] == "train"]
+    m = rec["metrics"]
+    assert m["train_target"]["channels_last"] is True and m["train_target"]["compile"] is False
+    assert "channels_last" in m["train_api"] and "channels_last" in rec["reason"]
+    # a MindSpore target has no such option: refused when the suite is read
+    p.write_text(p.read_text().replace("framework: torch", "framework: mindspore"))
+    r = subprocess.run([sys.executable, "-m", "harness", "validate", str(p.parent)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == ExitCode.INPUT and "framework: torch only" in r.stdout + r.stderr

@@ -20,6 +20,8 @@ Options (target ``options:``), in the terms of timm's own benchmark script:
   (torch.compile's own CUDA graphs) instead.
 - ``timing_scope: host`` (GPU): time on the host clock only.
 - ``threads`` (CPU): ``torch.set_num_threads``.
+- ``cudnn_benchmark`` (GPU, default true): cuDNN autotunes its kernels for the
+  batch's fixed shape (timm's benchmark does the same); the warm-up absorbs it.
 
 Timing. On the CPU the scope is ``host``. On a GPU it is ``device``: a pair of
 CUDA events brackets the forward pass alone (inputs already on the device,
@@ -139,6 +141,8 @@ class TorchRunner(Runner):
         if self.gpu:
             self.dev = torch.device("cuda", int(self.device_id))
             torch.cuda.set_device(self.dev)
+            # cuDNN picks its fastest kernels for this fixed shape, as timm's benchmark.py does
+            torch.backends.cudnn.benchmark = bool(opts.get("cudnn_benchmark", True))
             if "tf32" in opts:
                 torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = bool(opts["tf32"])
         else:
@@ -169,7 +173,8 @@ class TorchRunner(Runner):
             tf32 = bool(torch.backends.cudnn.allow_tf32)
             self._info.update(tf32_convolutions=tf32, tf32_matmul=bool(torch.backends.cuda.matmul.allow_tf32),
                               gpu_name=torch.cuda.get_device_name(self.dev), cuda=torch.version.cuda,
-                              cudnn=torch.backends.cudnn.version())
+                              cudnn=torch.backends.cudnn.version(),
+                              cudnn_benchmark=bool(torch.backends.cudnn.benchmark))
 
     def _autocast(self):
         # no cast cache under CUDA graphs: the graph must hold every cast it replays
