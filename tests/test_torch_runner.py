@@ -293,3 +293,41 @@ def test_train_takes_channels_last_and_says_so(tmp_path):
     r = subprocess.run([sys.executable, "-m", "harness", "validate", str(p.parent)], cwd=tmp_path,
                        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == ExitCode.INPUT and "framework: torch only" in r.stdout + r.stderr
+
+
+# -- a mindcv suite's network in PyTorch -------------------------------------------------------
+def _mindcv_suite(arch, checkpoint=None):
+    return SimpleNamespace(source=SimpleNamespace(kind="mindcv", arch=arch, num_classes=10, seed=3),
+                           path=Path("s.yaml"), checkpoint=checkpoint)
+
+
+def test_mindcv_names_go_back_onto_the_timm_reference():
+    """The card's rules (timm -> mindcv) read backwards give every reference tensor back."""
+    from harness.models import weights
+    from harness.models.torch_reference import mindcv_to_timm
+
+    ref = timm.create_model("legacy_xception", pretrained=False, num_classes=10)
+    own = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
+    as_mindcv = {ms: arr + 1.0 for ms, (_, arr) in weights.timm_to_mindcv("xception", own).items()}
+    back = mindcv_to_timm("xception", own, as_mindcv, Path("x.ckpt"))
+    assert set(back) == {k for k in own if not k.endswith("num_batches_tracked")}
+    assert all(np.array_equal(back[k], own[k] + 1.0) for k in back)
+    del as_mindcv[next(iter(as_mindcv))]
+    with pytest.raises(UserError, match="missing 1"):
+        mindcv_to_timm("xception", own, as_mindcv, Path("x.ckpt"))
+
+
+def test_mindcv_source_runs_its_reference_or_skips_saying_why(tmp_path, monkeypatch):
+    from harness.errors import CaseSkipped
+    from harness.models import torch_reference
+
+    net, info = torch_reference.build(_mindcv_suite("xception"), None)
+    assert info["network"] == "legacy_xception" and "random init" in info["weights"]
+    assert isinstance(net, torch.nn.Module) and not net.training
+    ckpt = tmp_path / "w.ckpt"
+    ckpt.write_bytes(b"x")
+    with pytest.raises(CaseSkipped, match="no converter from mindcv resnet18"):
+        torch_reference.build(_mindcv_suite("resnet18"), ckpt)  # no card maps its names
+    monkeypatch.setitem(sys.modules, "mindspore", None)  # a host without MindSpore
+    with pytest.raises(CaseSkipped, match=r"pip install -e '\.\[mindspore\]'"):
+        torch_reference.build(_mindcv_suite("xception"), ckpt)
