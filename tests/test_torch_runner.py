@@ -331,3 +331,27 @@ def test_mindcv_source_runs_its_reference_or_skips_saying_why(tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "mindspore", None)  # a host without MindSpore
     with pytest.raises(CaseSkipped, match=r"pip install -e '\.\[mindspore\]'"):
         torch_reference.build(_mindcv_suite("xception"), ckpt)
+
+
+# -- a run that measured nothing on a family the host has --------------------------------------
+def test_unmeasured_family_is_one_line_and_require_fails_it(monkeypatch):
+    from harness import session
+    from harness.runners import devices
+    from harness.runners.devices import DeviceReport, GpuInfo
+
+    rep = DeviceReport(present={"cpu": True, "gpu": True}, gpus=[GpuInfo(0, "NVIDIA H200")])
+    monkeypatch.setattr(devices, "detect", lambda: rep)
+
+    def r(device, status, reason=""):
+        return Result(model="x", case="c", stage="throughput", status=status, device=device, reason=reason)
+
+    results = [r("cpu", "passed"), r("gpu", "skipped", "trtexec not found"), r("gpu", "error", "boom")]
+    lines, unmet = session.unmeasured(results, ["gpu"])
+    assert len(lines) == 1 and unmet == ["gpu"]
+    assert "NVIDIA H200" in lines[0] and "measured nothing" in lines[0] and "1 skipped, 1 error" in lines[0]
+    assert session.unmeasured(results, []) == (lines, [])  # said without --require too, but not failed
+    results.append(r("gpu", "passed"))
+    assert session.unmeasured(results, ["gpu"]) == ([], [])
+    # a required family the host lacks: named, failed
+    lines, unmet = session.unmeasured([r("cpu", "passed")], ["ascend310p"])
+    assert unmet == ["ascend310p"] and "absent" in lines[0]
