@@ -355,3 +355,33 @@ def test_unmeasured_family_is_one_line_and_require_fails_it(monkeypatch):
     # a required family the host lacks: named, failed
     lines, unmet = session.unmeasured([r("cpu", "passed")], ["ascend310p"])
     assert unmet == ["ascend310p"] and "absent" in lines[0]
+
+
+def test_the_h200_box_of_the_evidence_skips_every_gpu_case_naming_its_install(tmp_path):
+    """shared/evidence/h200-2026-12-04: nvidia-smi lists an H200; the CPU-only onnxruntime, no
+    TensorRT, no MindSpore. Here torch has no GPU either. `harness run suites -m gpu` skips
+    every case naming the missing piece and its install (none errors, as 10 did there), says in
+    one line that the GPU measured nothing, and --require gpu makes that exit 1. The nvidia-smi
+    line is hand-written in the harness's query format from that box's env.txt values."""
+    write(tmp_path / "hide" / "sitecustomize.py", _HIDE_MINDSPORE)
+    smi = write(tmp_path / "bin" / "nvidia-smi", "#!/bin/sh\necho '0, NVIDIA H200, 580.159.04, 143771 MiB'\n")
+    smi.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "hide"), str(REPO)]),
+           "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    store = tmp_path / "r.sqlite"
+    p = subprocess.run([sys.executable, "-m", "harness", "run", str(REPO / "suites"), "-m", "gpu", "--require", "gpu",
+                        "--store", str(store), "--cache", str(tmp_path / "cache")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    out = p.stdout + p.stderr
+    assert p.returncode == ExitCode.FAILED, out
+    assert "GPU is on this host (NVIDIA H200) but this run measured nothing on it" in out, out
+    assert "ModuleNotFoundError" not in out
+    recs = [json.loads(r[0]) for r in sqlite3.connect(store).execute("SELECT record FROM results")]
+    assert recs and {r["status"] for r in recs} == {"skipped"}, {(r["case"], r["status"], r["reason"]) for r in recs}
+    want = {"onnxruntime": "pip install onnxruntime-gpu", "mindspore": "pip install -e '.[mindspore]'",
+            "trtexec": "trtexec not found", "torch": "torch"}
+    for r in recs:
+        assert r["metrics"]["device_model"] == "NVIDIA H200"
+        runner = r["runner"] or "mindspore"  # a train case names its framework
+        assert want[runner] in r["reason"], (r["case"], r["reason"])
+    assert {r["runner"] for r in recs} >= {"onnxruntime", "trtexec", "torch", "mindspore"}
