@@ -26,9 +26,9 @@ from harness.results import db
 from harness.results.history import load_history
 from harness.results.store import Store, StoreUnavailable, new_run_id, redact
 from harness.runners import devices, register_runner
-from harness.session import HarnessSession  # opens the store: only when a case runs
+from harness.session import HarnessSession, unmeasured  # opens the store: only when a case runs
 from harness.stages import stages
-from harness.vocab import DEVICE_FAMILIES, OTHER_MARKERS, SCENARIOS, STAGES
+from harness.vocab import DEVICE_FAMILIES, DEVICE_NAMES, OTHER_MARKERS, SCENARIOS, STAGES
 
 
 def markers() -> dict[str, str]:
@@ -79,6 +79,8 @@ def pytest_addoption(parser):
     g.addoption("--harness-progress", action="store_true", default=False,
                 help="show progress instead of pytest's dots: a live line on a terminal (current case, done, "
                      "left, ETA), one line per finished case otherwise (`harness run` turns it on)")
+    g.addoption("--harness-require", action="append", default=[], choices=list(DEVICE_NAMES), metavar="FAMILY",
+                help="fail the run (exit 1) if it measured nothing on this device family (repeatable)")
     g.addoption("--harness-scenario", default=None, choices=SCENARIOS,
                 help="run throughput cases under this MLPerf LoadGen scenario (overrides the suites' scenario:)")
 
@@ -326,6 +328,9 @@ def pytest_sessionfinish(session, exitstatus):
     if s is None:
         return
     s.finish_note = s.finish(interrupted=interrupted)
+    s.unmeasured, unmet = unmeasured(s.results, config.getoption("--harness-require"))
+    if unmet and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     out = config.getoption("--harness-report")
     if out and not hasattr(config, "workerinput"):
         _write_report(config, s.store.spec, out, s.baselines_path)
@@ -399,6 +404,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.write_line(f"run {s.run_id}: " + ", ".join(f"{v} {k}" for k, v in s.status.items()))
     # throughput: median +- the 95% interval over repetitions, contended / imprecise marked
     tr.write(render_tables(s.results, terminal=tr.hasmarkup, width=tr._tw.fullwidth if tr.hasmarkup else 100))
+    for line in getattr(s, "unmeasured", ()):
+        tr.write_line(line, yellow=True)
     tr.write_line(f"results: {_where(s.store.spec)}")
     if getattr(s, "finish_note", None):
         tr.write_line(s.finish_note)

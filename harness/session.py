@@ -18,9 +18,38 @@ from harness.models.cache import ArtifactCache, sha256_file
 from harness.models.provider import ModelProvider
 from harness.results import Result, provenance
 from harness.results.store import Store, StoreUnavailable
-from harness.runners import devices, get_runner_class
+from harness.runners import devices, get_runner_class, why_unavailable
 from harness.stages import Case, StageContext, get_stage
 from harness.vocab import HOST_DEVICE
+
+
+def _measured(r: Result) -> bool:
+    return r.status in ("passed", "failed") and r.stage != "export"
+
+
+def unmeasured(results: list[Result], required: list[str] = ()) -> tuple[list[str], list[str]]:
+    """(one line per device family present on this host whose cases in this run all
+    skipped or broke, the required families among them or with no case measured at all).
+    A family present here but deselected (no case of it ran) gets no line unless required."""
+    report = devices.detect()
+    lines, unmet = [], []
+    for fam in dict.fromkeys([*(r.device for r in results), *required]):
+        mine = [r for r in results if r.device == fam]
+        if any(_measured(r) for r in mine):
+            continue
+        label = devices.LABEL.get(fam, fam)
+        counts = ", ".join(f"{sum(r.status == k for r in mine)} {k}" for k in ("skipped", "error")
+                           if any(r.status == k for r in mine))
+        first = next((r.reason.splitlines()[0] for r in mine if r.reason), "")
+        if report.present.get(fam):
+            lines.append(f"{label} is on this host ({devices.device_model(fam, report)}) but this run measured "
+                         f"nothing on it: {len(mine)} case(s), {counts or 'none ran'}" + (f"; first: {first}" if first
+                                                                                           else ""))
+        elif fam in required:
+            lines.append(f"{label} was required (--require {fam}) but is absent: {_why_absent(fam)}")
+        if fam in required:
+            unmet.append(fam)
+    return lines, unmet
 
 
 def _why_absent(family: str) -> str:
@@ -76,6 +105,9 @@ class HarnessSession:
             res.target, res.runner, res.precision = case.target.name, case.target.runner, case.target.precision
             if case.device != HOST_DEVICE:
                 res.device_index = self.pinned.get(case.device, case.target.device_id)
+        # every result names its device model (a T4's figure and an H200's never mix): the GPU as
+        # nvidia-smi names it, the NPU chip npu-smi reports, the CPU's model; "absent" where none is
+        model = res.metrics["device_model"] = devices.device_model(case.device, index=res.device_index) or "absent"
         started = time.perf_counter()
         try:
             report = devices.detect()
@@ -86,7 +118,7 @@ class HarnessSession:
                 runner_cls = get_runner_class(case.target.runner)
                 # known before anything loads, so skipped cases carry it too
                 res.timing_scope = runner_cls.timing_scope
-                why = getattr(runner_cls, "unavailable", lambda _opts: None)(case.target.options)
+                why = why_unavailable(runner_cls, case.target.options, case.device)
                 missing += [why] if why else []
             if missing:
                 raise CaseSkipped("; ".join(missing))
@@ -102,6 +134,8 @@ class HarnessSession:
             res.status = "error"
             res.reason = f"{type(exc).__name__}: {exc}"
             res.metrics["traceback"] = traceback.format_exc(limit=8)
+        if not res.metrics.get("device_model"):  # a stage that replaced the metrics keeps it
+            res.metrics["device_model"] = model
         # the case's wall time: what `harness run` learns its ETA from
         res.metrics["case_s"] = round(time.perf_counter() - started, 3)
         try:

@@ -106,7 +106,7 @@ FORMATS: dict[str, str | None] = {"onnx": ".onnx", "mindir": ".mindir", "om": ".
 FORMAT_NAMES: tuple[str, ...] = tuple(FORMATS)
 EXPORT_FORMATS: tuple[str, ...] = tuple(f for f, s in FORMATS.items() if s)
 
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "mixed")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "mixed")
 TIMING_SCOPES: tuple[str, ...] = ("host", "device")
 
 

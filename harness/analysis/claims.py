@@ -69,9 +69,7 @@ def _label(device: str, model: str | None) -> str:
 
 
 def _matches_model(wanted: str | None, have: str | None) -> bool:
-    if not wanted:
-        return True
-    return bool(have) and wanted.lower() in have.lower()
+    return cmp.device_model_matches(wanted, have)
 
 
 def _key(r) -> tuple:

@@ -25,6 +25,7 @@ says so: "comparable if the T4 figures are device compute only — assumed".
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 FIELDS = ("timing_scope", "model_artifact", "preprocessing")
@@ -82,6 +83,34 @@ def identity(x) -> Identity:
     return Identity(label, x.timing_scope, model_artifact(x), x.preprocessing, (), is_null(x))
 
 
+_VENDOR_WORDS = frozenset({"nvidia", "tesla", "geforce", "quadro", "huawei", "ascend", "atlas", "hisilicon"})
+
+
+def _tokens(name: str) -> list[str]:
+    return [t for t in re.split(r"[^0-9a-z]+", name.lower()) if t]
+
+
+def _token_fits(w: str, h: str) -> bool:
+    # "910B" names every 910B chip (910B1..910B4): a chip variant is digits after a letter.
+    # "A10" is not an "A100" nor "L4" an "L40S": after a digit, more digits are another model.
+    return w == h or (w[-1].isalpha() and h.startswith(w) and h[len(w):].isdigit())
+
+
+def device_model_matches(wanted: str | None, have: str | None) -> bool:
+    """Does a result of device model ``have`` ("Tesla T4", "NVIDIA A100-SXM4-80GB",
+    "310P3") measure the model a document names (``wanted``: "T4", "A100", "310P")?
+    Whole words in order, vendor words aside; nothing named matches anything, a
+    named model never matches an unknown one."""
+    if not wanted:
+        return True
+    if not have:
+        return False
+    w = [t for t in _tokens(wanted) if t not in _VENDOR_WORDS] or _tokens(wanted)
+    h = _tokens(have)
+    return any(all(_token_fits(a, b) for a, b in zip(w, h[i:i + len(w)]))
+               for i in range(len(h) - len(w) + 1))
+
+
 def _short(v) -> str:
     s = str(v)
     return s[:12] if len(s) == 64 else s
@@ -127,5 +156,5 @@ def comparable(a, b, *, ignore: tuple[str, ...] = ()) -> tuple[bool, str]:
     return True, assumption_note(ia, ib)
 
 
-__all__ = ["FIELDS", "Identity", "assumption_note", "comparable", "differences", "identity", "is_null",
+__all__ = ["FIELDS", "Identity", "device_model_matches", "assumption_note", "comparable", "differences", "identity", "is_null",
            "model_artifact"]

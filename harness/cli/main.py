@@ -75,6 +75,7 @@ def _cmd_run(args) -> int:
                      ("--harness-min-duration", args.min_duration), ("--harness-scenario", args.scenario)):
         if val is not None:
             argv += [opt, str(val)]
+    argv += [f"--harness-require={fam}" for fam in args.require]
     argv += args.pytest_args
     watch = _RunWatch()
     rc = pytest.main(argv, plugins=[plugin, watch])
@@ -129,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scenario", choices=SCENARIOS,
                      help="throughput under MLPerf LoadGen: offline (throughput), singlestream (p90 latency), "
                           "server (highest QPS meeting the latency bound); harness: the harness's own loop")
+    run.add_argument("--require", action="append", default=[], metavar="FAMILY",
+                     help="exit 1 if the run measured nothing on this device family (gpu, cpu, ascend310p...; "
+                          "repeatable): for nightly jobs that must measure")
     run.add_argument("-v", "--verbose", action="store_true", help="list skip reasons")
     run.set_defaults(func=_cmd_run)
 

@@ -49,6 +49,17 @@ PUBLISHED_PEAKS: dict[tuple[str, str], tuple[float, str]] = {
                                     "mixed precision FP16/FP32 65 TFLOPS (Tensor Cores)"),
     ("Tesla T4", "int8"): (130000.0, "NVIDIA T4 announcement (GTC Japan, 2018-09-13, as reported by geektopia.es): "
                                      "INT8 130 TOPS (Tensor Cores)"),
+    # H100 SXM5 dense figures from NVIDIA's "H100 Tensor Core GPU Architecture" whitepaper (2022), as
+    # tabulated at glennklockwood.com/garden/processors/h100 (checked 2026-12-04): FP32 66.9, TF32 494.7,
+    # FP16 / BF16 989.4 TFLOPS dense (1,978.9 with 2:4 sparsity, which a dense network does not use).
+    # The H200 is the same GH100 die and SM count at the same 1,980 MHz (its datasheet differs in
+    # memory only; nvidia-smi reported clocks.max.sm 1980 MHz on the H200 of
+    # shared/evidence/h200-2026-12-04/env.txt), so its dense compute peaks are the H100 SXM5's.
+    **{(name, prec): (tflops * 1000.0, f"{src}: {prec.upper()} {tflops} TFLOPS dense (NVIDIA H100 whitepaper "
+                                       "via glennklockwood.com, checked 2026-12-04)")
+       for name, src in (("NVIDIA H100 80GB HBM3", "H100 SXM5"),
+                         ("NVIDIA H200", "H200 SXM (H100 SXM5 compute: same GH100, 132 SMs, 1,980 MHz)"))
+       for prec, tflops in (("fp32", 66.9), ("tf32", 494.7), ("fp16", 989.4), ("bf16", 989.4))},
     ("310", "fp16"): (8000.0, "HiSilicon, 'Key Information About the Huawei Ascend 310' (2018-10-10): "
                               "8 TFLOPS FP16 in typical configuration, 8 W"),
     ("310", "int8"): (16000.0, "HiSilicon, 'Key Information About the Huawei Ascend 310' (2018-10-10): "
@@ -192,8 +203,12 @@ def host_peak(cache_dir, *, cpu_model: str | None = None, measure=None, probe_fa
 
 
 def published_peak(device_model: str | None, precision: str | None) -> dict | None:
-    """The vendor's peak for this chip or GPU model at this precision, or None when we hold none."""
+    """The vendor's peak for this chip or GPU model at this precision, or None when we hold none.
+    ``tf32`` (fp32 on tensor cores, PyTorch's default for convolutions) falls back to the fp32
+    figure on a GPU without TF32 (a T4)."""
     key = (device_model or "", (precision or "fp32").lower())
+    if key not in PUBLISHED_PEAKS and key[1] == "tf32":
+        key = (key[0], "fp32")
     if key not in PUBLISHED_PEAKS:
         return None
     value, source = PUBLISHED_PEAKS[key]
@@ -208,4 +223,71 @@ def efficiency(throughput_ips: float, ops: dict, peak: dict | None) -> dict:
     if peak:
         out.update(peak_gflop_s=peak["peak_gflop_s"], peak_kind=peak["peak_kind"], peak_source=peak["peak_source"],
                    peak_fraction=out["gflop_s"] / peak["peak_gflop_s"])
+    return out
+
+
+# -- the CPU's ISA ceiling ------------------------------------------------------------
+#: widest float32 vector per /proc/cpuinfo flag, best first: (flag, lanes, fused multiply-add)
+_SIMD = (("avx512f", 16, True), ("avx2", 8, None), ("avx", 8, False), ("sse2", 4, False), ("asimd", 4, True))
+#: FMA (or multiply + add) pipes per core assumed: the most any x86-64 or Arm server core has
+#: for its widest vectors (Intel's two AVX-512 FMA units; Zen 2-4 and Neoverse N1 likewise two
+#: or fewer), so the ceiling is an upper bound and a fraction of it cannot pass 100%
+FMA_UNITS = 2
+
+
+def isa_ceiling(cpuinfo: str, cpus: int, max_mhz: float | None = None) -> dict | None:
+    """float32 FLOP/s no code can beat on these cores: physical cores x SIMD lanes x FMA units
+    x 2 (a fused multiply-add is two FLOPs) x clock. ``cpuinfo``: /proc/cpuinfo's text;
+    ``cpus``: logical CPUs this process may use; ``max_mhz``: cpufreq's cpuinfo_max_freq, else
+    the highest "cpu MHz" cpuinfo lists (a VM's nominal clock). None when the text names no
+    vector unit or no clock."""
+    def field(name):
+        return [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                if line.split(":", 1)[0].strip() == name and ":" in line]
+
+    flags = set(" ".join(field("flags") or field("Features")).split())
+    simd = next(((f, lanes, fma) for f, lanes, fma in _SIMD if f in flags), None)
+    mhz = max_mhz or max((float(x) for x in field("cpu MHz")), default=None)
+    if simd is None or not mhz:
+        return None
+    name, lanes, fma = simd
+    if fma is None:
+        fma = "fma" in flags
+    siblings, cores = field("siblings"), field("cpu cores")
+    per_core = max(1, int(siblings[0]) // int(cores[0])) if siblings and cores and int(cores[0]) else 1
+    physical = max(1, cpus // per_core)
+    # without FMA a multiply and an add issue on separate pipes: the same 2 FLOPs per lane per pipe pair
+    gflop = physical * lanes * FMA_UNITS * 2 * mhz / 1e3 / (1 if fma else 2)
+    return {"peak_gflop_s": gflop, "peak_kind": "isa_ceiling",
+            "peak_source": f"ISA ceiling: {physical} physical core(s) x {lanes} float32 lanes ({name}) x "
+                           f"{FMA_UNITS} {'FMA' if fma else 'mul+add'} units (assumed: the most any such core "
+                           f"has) x 2 x {mhz:.0f} MHz ({'cpufreq max' if max_mhz else 'cpuinfo cpu MHz'})"}
+
+
+def host_ceiling(cpus: int | None = None) -> dict | None:
+    """:func:`isa_ceiling` of this host (Linux: /proc/cpuinfo and cpufreq)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    try:
+        max_mhz = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1e3
+    except (OSError, ValueError):
+        max_mhz = None
+    n = cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return isa_ceiling(text, n, max_mhz)
+
+
+def cpu_efficiency(throughput_ips: float, ops: dict, gemm: dict, ceiling: dict | None) -> dict:
+    """The CPU's GFLOP/s against its ISA ceiling (``peak_fraction``) and beside the measured
+    GEMM (``gemm_fraction``): the GEMM is a reference, not a ceiling, and a figure above it
+    says so (``gemm_note``)."""
+    out = efficiency(throughput_ips, ops, ceiling or gemm)
+    g = gemm["peak_gflop_s"]
+    out.update(gemm_gflop_s=g, gemm_source=gemm["peak_source"], gemm_fraction=out["gflop_s"] / g)
+    if out["gemm_fraction"] > 1:
+        out["gemm_note"] = (f"{100 * out['gemm_fraction']:.0f}% of the measured GEMM: above it (the GEMM is a "
+                            "measurement on a shared host, not a ceiling)")
+    if ceiling is None:
+        out["efficiency_note"] = "no ISA ceiling (no vector unit or clock in /proc/cpuinfo): fraction of the GEMM"
     return out

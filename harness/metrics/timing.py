@@ -111,6 +111,10 @@ class Timing:
     # repetitions: all of them up to MAX_STORED_LATENCIES, else an evenly spaced sample.
     latencies_ms: list[float] = field(default_factory=list)
     latencies_stored: str = "all"  # "all", or "every k-th of N" for a sample
+    # A device-scope runner that runs from the host (torch on a GPU): the same
+    # repetitions timed by the host clock around each run (copies in and out
+    # included), labelled {"timing_scope": "host", throughput median and 95% interval, p50}
+    host_scope: dict | None = None
 
     def as_metrics(self) -> dict:
         return asdict(self)
@@ -236,13 +240,15 @@ def measure(runner, batch: np.ndarray, config: TimingConfig, *, clock=time.perf_
             now = clock()
             if (len(lat) >= min_iter and now - w0 >= min_s) or now >= deadline:
                 break
+        extra = {}
         if scope == "device":
             device_ms = (runner.device_times_ms() or [])[n_before:]
             if len(device_ms) != len(lat):
                 raise RuntimeError(f"{runner.name} reported {len(device_ms)} device times for {len(lat)} runs")
+            extra["host_latencies_s"] = lat  # the host clock around the same runs, kept beside
             lat = [ms / 1e3 for ms in device_ms]
         busy = float(sum(lat))
-        return (bs * len(lat) / busy if busy > 0 else float("inf")), {"latencies_s": lat}
+        return (bs * len(lat) / busy if busy > 0 else float("inf")), {"latencies_s": lat, **extra}
 
     rr = _repeat(window, config, probe_factory, clock)
     return _timing(rr, batch_size=bs, timing_scope=scope, warmup=(warm_n, warm_s, steady),
@@ -263,6 +269,14 @@ def _timing(rr, *, batch_size: int, timing_scope: str, warmup: tuple, duration_s
             for r in rr.reps]
     stats = _percentiles(lat_ms)
     warm_n, warm_s, steady = warmup
+    host = None
+    if kept and all("host_latencies_s" in r.extra for r in kept):
+        per_rep = [batch_size * len(r.extra["host_latencies_s"]) / sum(r.extra["host_latencies_s"]) for r in kept]
+        ci = median_ci(per_rep)
+        h_ms = np.asarray([x * 1e3 for r in kept for x in r.extra["host_latencies_s"]])
+        host = {"timing_scope": "host", "throughput_ips": ci.median, "throughput_ci_lo": ci.lo,
+                "throughput_ci_hi": ci.hi, "ci_method": ci.method, "latency_ms_p50": float(np.percentile(h_ms, 50)),
+                "latency_ms_p99": float(np.percentile(h_ms, 99))}
     return Timing(
         batch_size=batch_size, timing_scope=timing_scope, warmup_iterations=warm_n, warmup_s=warm_s,
         warmup_steady=steady, iterations=int(lat_ms.size), duration_s=duration_s, throughput_ips=rr.median,
@@ -273,7 +287,7 @@ def _timing(rr, *, batch_size: int, timing_scope: str, warmup: tuple, duration_s
         unstable=bool(stats["cv"] >= UNSTABLE_CV), truncated=len(rr.kept) < config.repetitions,
         latencies_ms=[round(float(x), 6) for x in _sample(lat_ms)],
         latencies_stored="all" if lat_ms.size <= MAX_STORED_LATENCIES
-        else f"{MAX_STORED_LATENCIES} evenly spaced of {lat_ms.size}",
+        else f"{MAX_STORED_LATENCIES} evenly spaced of {lat_ms.size}", host_scope=host,
     )
 
 

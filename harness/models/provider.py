@@ -19,7 +19,7 @@ from typing import Callable
 
 from harness.config.suite import Suite
 from harness.errors import CaseSkipped, UserError
-from harness.models import atc, mindspore_net, onnx_batch, torch_net
+from harness.models import atc, mindspore_net, onnx_batch, torch_net, torch_reference
 from harness.models.cache import Artifact, ArtifactCache, sha256_file
 
 # MindSpore bakes the batch into an ONNX export: the network is exported once at
@@ -123,6 +123,7 @@ class ModelProvider:
 
             net = torch_net.build_model(src.arch, src.num_classes, self.checkpoint_of(suite), seed=src.seed)
         elif src.kind == "mindcv":
+            torch_reference.need_mindspore(f"the mindcv source ({src.arch})")
             mindspore_net.set_context(device_target)
             net = mindspore_net.build_network(src.arch, src.num_classes, seed=src.seed)
             ckpt = self.checkpoint_of(suite)
@@ -134,6 +135,44 @@ class ModelProvider:
             raise CaseSkipped(f"source.kind is {src.kind!r}: there is no framework network to run")
         self._nets[memo] = net
         return net
+
+    def torch_network(self, suite: Suite):
+        """The suite's network in PyTorch (the torch runner's), and what it is:
+        {"network": timm name, "weights": ...} (:mod:`harness.models.torch_reference`)."""
+        memo = (suite.path, "torch")
+        if memo not in self._nets:
+            if suite.source.kind == "pytorch":  # the parity reference's own network, built once
+                torch_reference.need_torch("the pytorch source")
+                self._nets[memo] = (self.network(suite), self._torch_info(suite))
+            else:
+                self._nets[memo] = torch_reference.build(suite, self.checkpoint_of(suite))
+        return self._nets[memo]
+
+    def _torch_info(self, suite: Suite) -> dict:
+        ckpt, src = self.checkpoint_of(suite), suite.source
+        return {"network": torch_net.timm_name(src.arch),
+                "weights": str(ckpt) if ckpt else f"random init (seed {src.seed})"}
+
+    def torch_onnx(self, suite: Suite, batch_size: int) -> Artifact:
+        """The ONNX export of :meth:`torch_network` (dynamic batch): the suite's own
+        export for a pytorch source, else the reference's, cached beside it."""
+        if suite.source.kind == "pytorch":
+            return self.artifact(suite, "onnx", batch_size)
+        memo = (suite.path, "onnx:torch", "dynamic")
+        first = self._artifacts.get(memo)
+        if first is None:
+            src = suite.source
+            net, info = self.torch_network(suite)
+            key = self.cache.key(suite, f"onnx:torch-reference:{src.opset}:dynamic", 0,
+                                 checkpoint=self.checkpoint_of(suite))
+
+            def produce(tmp):
+                return torch_net.export_onnx(net, tmp, suite.input.size, opset=src.opset, channels=suite.input.channels)
+
+            first = self._artifacts[memo] = self._cached(key, "onnx", batch_size, produce, {
+                "suite": str(suite.path), "arch": src.arch, "source": "torch reference", **info, "opset": src.opset,
+                "dynamic_batch": True})
+        return dataclasses.replace(first, batch_size=batch_size, export_s=None, cached=True)
 
     def activation_bytes(self, suite: Suite) -> int | None:
         """Bytes of the largest intermediate tensor per sample (float32), from

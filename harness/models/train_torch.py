@@ -78,9 +78,17 @@ class TorchTrainer:
             for p in self.model.parameters():
                 p.requires_grad_(False)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        # timm's train.py options: NHWC layout (network and batches) before DDP wraps it
+        self.memory_format = torch.channels_last if plan.get("channels_last") else torch.contiguous_format
+        if plan.get("channels_last"):
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.ddp = self.model
         if self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)
+        # ... and torch.compile of the (wrapped) network
+        if plan.get("compile"):
+            mode = None if plan["compile"] is True else plan["compile"]
+            self.ddp = torch.compile(self.ddp, mode=mode)
         self.opt = _optimizer(torch, recipe, self.model)
         # the scheduler applies the LR: LambdaLR multiplies the base lr (1.0) by the value the loop asks for
         self._next_lr = 0.0
@@ -92,7 +100,9 @@ class TorchTrainer:
         self.scaler = torch.amp.GradScaler(self.device, init_scale=scale, growth_interval=growth)
         self.api = (f"torch.optim.{type(self.opt).__name__} + LambdaLR, GradScaler(init_scale={scale:g})"
                     + (f", autocast({_autocast_dtype(self.device)})" if self.autocast else "")
-                    + (f", DistributedDataParallel x{self.world}" if self.world > 1 else ""))
+                    + (f", DistributedDataParallel x{self.world}" if self.world > 1 else "")
+                    + (", channels_last" if plan.get("channels_last") else "")
+                    + (f", torch.compile({plan['compile']})" if plan.get("compile") else ""))
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float):
         torch = self.torch
@@ -101,7 +111,7 @@ class TorchTrainer:
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
             self.sched.step()
         applied = self.opt.param_groups[0]["lr"]
-        xt = torch.from_numpy(x).to(self.device)
+        xt = torch.from_numpy(x).to(self.device).contiguous(memory_format=self.memory_format)
         yt = torch.from_numpy(y.astype(np.int64)).to(self.device)
         self.opt.zero_grad(set_to_none=True)
         dtype = getattr(torch, _autocast_dtype(self.device))

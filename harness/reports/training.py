@@ -44,7 +44,9 @@ def training_rows(results) -> list[dict]:
         rows.append({
             "case": r.case, "status": r.status, "reason": r.reason, "device": device_label(r.device),
             "setting": (f"{t.get('framework', r.runner)} x{t.get('num_devices', 1)}, batch {r.batch_size}, "
-                        f"{t.get('image_size', '?')} px, {r.precision}" + (" (reduced)" if t.get("reduced") else "")),
+                        f"{t.get('image_size', '?')} px, {r.precision}" + (" (reduced)" if t.get("reduced") else "")
+                        + (", channels_last" if t.get("channels_last") else "")
+                        + (f", compile={t['compile']}" if t.get("compile") else "")),
             "step_ms": _fmt(m.get("train_step_ms")), "p90": _fmt(m.get("train_step_ms_p90")),
             "ips": _fmt(m.get("train_images_per_s")), "first_s": _fmt(m.get("train_first_step_s"), " s", 2),
             "host_mb": _fmt(m.get("train_peak_host_mb"), "", 0), "device_mb": _fmt(m.get("train_peak_device_mb"), "", 0),

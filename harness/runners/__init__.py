@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import inspect
 from typing import Callable
 
 from harness.errors import UserError
@@ -31,6 +32,7 @@ _BUILTIN = {
     "mindspore": "harness.runners.mindspore:MindSporeRunner",
     "ais_bench": "harness.runners.ais_bench:AisBenchRunner",
     "trtexec": "harness.runners.trtexec:TrtexecRunner",
+    "torch": "harness.runners.torch_runner:TorchRunner",
 }
 _REGISTERED: dict[str, type[Runner]] = {}
 
@@ -74,4 +76,18 @@ def get_runner_class(name: str) -> type[Runner]:
     raise UserError(f"unknown runner {name!r}.{hint}", fix=f"use one of: {', '.join(runner_names())}")
 
 
-__all__ = ["Runner", "register_runner", "runner_names", "get_runner_class", "ENTRY_POINT_GROUP"]
+def why_unavailable(cls: type[Runner], options: dict | None, device: str | None) -> str | None:
+    """``cls.unavailable`` for this device: why the runner cannot run here (its runtime
+    piece is absent, with the install that brings it), or None. A runner written
+    before ``unavailable`` took the device is asked without it."""
+    fn = getattr(cls, "unavailable", None)
+    if fn is None:
+        return None
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    return fn(options, device=device) if "device" in params else fn(options)
+
+
+__all__ = ["Runner", "register_runner", "runner_names", "get_runner_class", "why_unavailable", "ENTRY_POINT_GROUP"]

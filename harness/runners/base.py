@@ -41,9 +41,12 @@ class Runner:
         return None
 
     @classmethod
-    def unavailable(cls, options: dict | None = None) -> str | None:
+    def unavailable(cls, options: dict | None = None, device: str | None = None) -> str | None:
         """Why this runner cannot run on this host (say, its tool is not
-        installed), naming what is missing and where it comes from; None if it can."""
+        installed), naming what is missing and the exact install that brings it
+        (``pip install onnxruntime-gpu``); None if it can. ``device``: the
+        target's device family. The case then skips with this reason: a missing
+        runtime piece is never an error."""
         return None
 
     def extra_metrics(self) -> dict:

@@ -237,6 +237,7 @@ def mindspore_targets() -> list[str]:
     return targets
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -244,7 +245,10 @@ def cpu_model() -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    # Arm kernels list no "model name"; lscpu names the part from its id (Kunpeng-920, Neoverse-N1)
+    rc, out = _run(["lscpu"]) if shutil.which("lscpu") else (1, "")
+    named = [ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name:")]
+    return (named[0] if rc == 0 and named and named[0] != "-" else None) or platform.processor() or platform.machine()
 
 
 # -- running the tools ---------------------------------------------------------
@@ -337,14 +341,20 @@ def detect() -> DeviceReport:
     return detect_with(_run)
 
 
-def device_model(family: str, report: DeviceReport | None = None) -> str | None:
-    """The device's own name for results: "Tesla T4", "310P3", the CPU model."""
+def device_model(family: str, report: DeviceReport | None = None, index: int | None = None) -> str | None:
+    """The device's own name for results: "Tesla T4", "310P3", the CPU model.
+    ``index``: the device the case ran on (nvidia-smi's number, npu-smi's row),
+    on a host with several models; default the first of its family."""
     rep = report or detect()
     detector = DEVICES[family].detector if family in DEVICES else None
     if detector == "nvidia-smi":
-        return rep.gpus[0].name if rep.gpus else None
+        mine = [g.name for g in rep.gpus if index is None or g.index == index]
+        return (mine or [g.name for g in rep.gpus] or [None])[0]
     if detector == "npu-smi":
         chips = rep.chips(family)
+        if index is not None and rep.npu is not None and 0 <= index < rep.npu.count \
+                and rep.npu.chips[index] in chips:
+            return rep.npu.chips[index]
         return chips[0] if chips else None
     if detector == "host":
         return cpu_model()

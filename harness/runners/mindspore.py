@@ -30,7 +30,7 @@ def check_target(device: str, available: list[str] | None = None, *, cann=None) 
     target = DEVICE_TARGET[device]
     available = devices.mindspore_targets() if available is None else available
     if not available:
-        raise UserError("MindSpore is not installed", fix="pip install mindspore")
+        raise UserError("MindSpore is not installed", fix="pip install -e '.[mindspore]' (mindspore, mindcv)")
     if target not in available:
         raise UserError(f"this MindSpore build has no {target} backend (it has {', '.join(available)})",
                         fix=PACKAGE_HINT[target])
@@ -43,6 +43,23 @@ class MindSporeRunner(Runner):
     name = "mindspore"
     formats = ("native", "mindir")
     devices = tuple(DEVICE_TARGET)
+
+    @classmethod
+    def unavailable(cls, options: dict | None = None, device: str | None = None) -> str | None:
+        """MindSpore (and, for the native network, mindcv) absent, or a build without
+        this device's backend: the case skips with the install (never a raw
+        ModuleNotFoundError)."""
+        import importlib.util
+
+        for mod in ("mindspore", "mindcv"):
+            if importlib.util.find_spec(mod) is None:
+                return f"{mod} is not installed: pip install -e '.[mindspore]' (mindspore, mindcv)"
+        target = DEVICE_TARGET.get(device or "")
+        available = devices.mindspore_targets()
+        if target and target != "CPU" and target not in available:
+            return f"this MindSpore build has no {target} backend (it has {', '.join(available)}): " \
+                   f"{PACKAGE_HINT[target]}"
+        return None
 
     def load(self, artifact, input_shape):
         import mindspore as ms

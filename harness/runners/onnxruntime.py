@@ -72,10 +72,36 @@ def choose_providers(device: str, wanted: list[str] | None, available: list[str]
     return chosen
 
 
+def missing_providers(device: str, wanted: list[str] | None, available: list[str]) -> str | None:
+    """Why ONNX Runtime on this host cannot run `device` (no provider of it is
+    installed), with the exact install; None when one is. Asked before a case
+    runs, so a missing provider is a skip, as a missing trtexec is."""
+    wanted = [p for p in (wanted or PROVIDERS.get(device, [])) if p in KNOWN_PROVIDERS]
+    if not wanted or any(p in available for p in wanted if p != "CPUExecutionProvider" or
+                         DEVICES[device].detector == "host"):
+        return None
+    pkgs = sorted({PROVIDER_PACKAGE.get(p, "onnxruntime") for p in wanted if p != "CPUExecutionProvider"})
+    return (f"ONNX Runtime has none of {wanted} for device {device!r} (available: {available}): "
+            f"pip install {' or '.join(pkgs)} (in place of the plain onnxruntime package)")
+
+
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
     formats = ("onnx",)
     devices = tuple(PROVIDERS)
+
+    @classmethod
+    def unavailable(cls, options: dict | None = None, device: str | None = None) -> str | None:
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime") is None:
+            pkg = PROVIDER_PACKAGE.get((PROVIDERS.get(device) or ["onnxruntime"])[0], "onnxruntime")
+            return f"ONNX Runtime is not installed: pip install {pkg}"
+        if device is None or device not in PROVIDERS:
+            return None
+        from harness.runners.devices import onnxruntime_providers
+
+        return missing_providers(device, (options or {}).get("providers"), onnxruntime_providers())
 
     def load(self, artifact, input_shape):
         import onnxruntime as ort

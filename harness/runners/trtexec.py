@@ -138,7 +138,7 @@ class TrtexecRunner(Runner):
     timing_scope = "device"
 
     @classmethod
-    def unavailable(cls, options: dict | None = None) -> str | None:
+    def unavailable(cls, options: dict | None = None, device: str | None = None) -> str | None:
         exe = (options or {}).get("trtexec") or "trtexec"
         if shutil.which(exe) is None:
             return f"trtexec not found ({exe!r} is not on PATH): {tensorrt.TRTEXEC_FIX}"

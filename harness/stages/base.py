@@ -16,6 +16,7 @@ from typing import ClassVar, Iterable
 import numpy as np
 from pydantic import BaseModel
 
+from harness.analysis.comparability import device_model_matches
 from harness.analysis.verdicts import Verdict, hold, pack
 from harness.config.baselines import select
 from harness.config.suite import Suite, TargetSpec
@@ -70,6 +71,11 @@ class Stage:
 
     def run(self, case: Case, ctx: "StageContext", res: Result) -> None:
         raise NotImplementedError
+
+
+def torch_native(target) -> bool:
+    """Does this target's runner run the suite's PyTorch network (runner: torch)?"""
+    return target.format == "native" and getattr(get_runner_class(target.runner), "native_framework", None) == "torch"
 
 
 class StageContext:
@@ -133,6 +139,10 @@ class StageContext:
         """The thing the case's runner loads: a network ("native") or an artifact path."""
         if case.format == "native":
             res.artifact_sha256 = None
+            if case.target is not None and torch_native(case.target):
+                net, info = self.models.torch_network(case.suite)
+                res.metrics.update(torch_network=info["network"], torch_weights=info["weights"])
+                return net
             target = "CPU"
             if case.target is not None and case.target.runner == "mindspore":
                 target = DEVICES[case.device].mindspore_target or "CPU"
@@ -159,7 +169,8 @@ class StageContext:
         opts.setdefault("artifact_cache", str(self.models.cache.root))
         if getattr(t, "dynamic_batch", None):
             opts["dynamic_batch"] = True
-        res.metrics["device_model"] = device_detection.device_model(t.device)
+        res.metrics["device_model"] = device_detection.device_model(t.device, index=res.device_index) \
+            or res.metrics.get("device_model") or "absent"
         runner = cls(t.device, t.device_id, t.precision, opts)
         shape = (case.batch_size, case.suite.input.channels, case.suite.input.size, case.suite.input.size)
         runner.load(artifact, shape)
@@ -177,8 +188,8 @@ class StageContext:
             return []
         found = select(self.baselines, model=case.suite.model, metric=metric, device=case.device,
                        batch_size=case.batch_size)
-        here = device_detection.detect().details.get(case.device, "").lower()
-        found = [b for b in found if not b.device_model or b.device_model.lower() in here]
+        here = res.metrics.get("device_model") or device_detection.device_model(case.device, index=res.device_index)
+        found = [b for b in found if device_model_matches(b.device_model, here)]
         verdicts = [hold(value, b, timing_scope=res.timing_scope) for b in found]
         self.record(res, verdicts)
         return verdicts

@@ -30,6 +30,6 @@ class ExportStage(Stage):
             per_batch[str(b)] = {"sha256": art.sha256, "export_s": art.export_s, "cached": art.cached,
                                  "bytes": art.path.stat().st_size}
         res.artifact_sha256 = per_batch[str(sizes[0])]["sha256"]
-        res.metrics = {"batch_sizes": sizes, "artifacts": per_batch}
+        res.metrics.update(batch_sizes=sizes, artifacts=per_batch)
         res.reason = f"{len(sizes)} {case.format} file(s), " + (
             "all from cache" if all(v["cached"] for v in per_batch.values()) else "exported")

@@ -13,7 +13,7 @@ from harness.errors import CaseFailed, CaseSkipped, UserError
 from harness.metrics import efficiency, loadgen
 from harness.metrics.timing import measure
 from harness.runners.devices import cpu_model, device_model
-from harness.stages.base import Stage
+from harness.stages.base import Stage, torch_native
 from harness.vocab import DEVICES
 
 
@@ -22,6 +22,10 @@ def describe(t) -> str:
     text = (f"{t.throughput_ips:.2f} ± {t.halfwidth:.2f} img/s (95% CI over "
             f"{sum(r['used'] for r in t.repetitions)} repetitions, ±{100 * t.throughput_rel_halfwidth:.1f}%), "
             f"p50 {t.latency_ms_p50:.2f} ms")
+    if t.host_scope:  # a device-scope figure with the host clock around the same runs beside it
+        h = t.host_scope
+        text = (f"device scope {text}; host scope {h['throughput_ips']:.2f} img/s "
+                f"[{h['throughput_ci_lo']:.2f}, {h['throughput_ci_hi']:.2f}], p50 {h['latency_ms_p50']:.2f} ms")
     if t.contended:
         text += f" (CONTENDED: other processes were busy in {t.n_contended} of {len(t.repetitions)} repetitions)"
     elif t.n_contended:
@@ -41,19 +45,23 @@ def efficiency_metrics(case, ctx, res, throughput_ips: float) -> dict:
     """GFLOP/s from the ONNX graph's operation count and the fraction of the peak (harness.metrics.efficiency).
     Left out, saying why, when no ONNX graph of the model is at hand."""
     suite = case.suite
-    if case.format != "onnx" and "onnx" not in (suite.export or []):
+    torch = case.target is not None and torch_native(case.target)
+    if case.format != "onnx" and "onnx" not in (suite.export or []) and not torch:
         return {"efficiency_note": "no ONNX export of this model to count operations from"}
     try:
-        onnx_path = ctx.models.artifact(suite, "onnx", case.batch_size, case.device).path
+        onnx_path = (ctx.models.torch_onnx(suite, case.batch_size) if torch else
+                     ctx.models.artifact(suite, "onnx", case.batch_size, case.device)).path
         size = suite.input.size
         ops = efficiency.count_ops(onnx_path, case.batch_size, (case.batch_size, 3, size, size))
     except Exception as exc:  # noqa: BLE001 - efficiency is an addition; the measurement stands without it
         return {"efficiency_note": f"operations not counted: {type(exc).__name__}: {exc}"}
-    if DEVICES[case.device].detector == "host":  # the CPU: its peak is measured
-        peak = efficiency.host_peak(ctx.models.cache.root, cpu_model=cpu_model())
+    if DEVICES[case.device].detector == "host":  # the CPU: its ISA ceiling, the measured GEMM beside
+        gemm = efficiency.host_peak(ctx.models.cache.root, cpu_model=cpu_model())
+        return efficiency.cpu_efficiency(throughput_ips, ops, gemm, efficiency.host_ceiling())
     else:
         model = res.metrics.get("gpu_model") or res.metrics.get("device_model") or device_model(case.device)
-        peak = efficiency.published_peak(model, case.target.precision if case.target else None)
+        precision = res.metrics.get("peak_precision") or (case.target.precision if case.target else None)
+        peak = efficiency.published_peak(model, precision)
         if peak is None:
             return {**efficiency.efficiency(throughput_ips, ops, None),
                     "efficiency_note": f"no published peak held for {model or case.device} at this precision"}

@@ -19,12 +19,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.analysis.comparability import device_model_matches
 from harness.analysis.verdicts import hold
 from harness.config.baselines import select
 from harness.errors import CaseFailed, CaseSkipped, UserError
 from harness.metrics.train_timing import summarize
 from harness.models import launchers, training
 from harness.models import train_common as tc
+from harness.models.torch_reference import need_mindspore, need_torch
 from harness.models.train_inputs import AUGMENTS
 from harness.stages.base import Case, Stage
 from harness.stages.train_plan import plan_for
@@ -91,10 +93,15 @@ class TrainTarget(_Strict):
     threads: int | None = Field(None, gt=0)  # per process; default: the host's cores / num_devices
     # start even 1 process through the framework's launcher (a like-for-like 1-process figure for scaling)
     launcher: bool = False
+    # torch only: the network and batches in NHWC layout; torch.compile (true or a mode) of the network
+    channels_last: bool = False
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = False
 
     def model_post_init(self, _):
         if any(b <= 0 for b in self.batch_sizes):
             raise ValueError("batch_sizes must be positive")
+        if (self.channels_last or self.compile) and self.framework != "torch":
+            raise ValueError("channels_last and compile apply to framework: torch only")
 
 
 class TrainSpec(_Strict):
@@ -130,12 +137,16 @@ class TrainStage(Stage):
         t, suite = case.train_target, case.suite
         cfg = suite.stage_config["train"]
         res.target, res.runner, res.precision, res.timing_scope = t.name, t.framework, t.precision, "host"
+        need = {"mindspore": need_mindspore, "torch": need_torch}.get(t.framework)
+        if need is not None:  # an absent framework is a skip naming the extra, not a ModuleNotFoundError
+            need(f"training with {t.framework}")
         plan = plan_for(suite, cfg, t, case.batch_size, ctx.models.cache.root)
         res.artifact_sha256 = plan["identity"]  # the result's identity carries the recipe
         res.metrics.update(train_recipe=plan["recipe"], train_target={
             "framework": t.framework, "num_devices": t.num_devices, "image_size": plan["image_size"],
             "steps": t.steps, "seconds": t.seconds, "lr_scale": plan["lr_scale"], "reduced": t.reduced,
-            "augment": AUGMENTS[plan["augment"]].identity, "data": plan["data"]}, learns_config=plan["learns"])
+            "augment": AUGMENTS[plan["augment"]].identity, "data": plan["data"],
+            "channels_last": t.channels_last, "compile": t.compile}, learns_config=plan["learns"])
         if cfg.feeds == t.name:
             if Path(plan["checkpoint_cache"]).is_file():  # never replaced under the artifacts made from it
                 res.metrics["checkpoint"] = plan["checkpoint_cache"]
@@ -178,6 +189,8 @@ class TrainStage(Stage):
         ok, drop, why = tc.learns(m["learns_curve"], plan["learns"]["min_drop"])
         m["train_learns_drop"] = drop if math.isfinite(drop) else None
         label = "reduced resolution/batch, " if t.reduced else ""
+        opts = [o for o, on in (("channels_last", t.channels_last), (f"compile={t.compile}", t.compile)) if on]
+        label += f"{', '.join(opts)}, " if opts else ""
         step = (f"{stats['train_step_ms']:.1f} ms/step, {stats['train_images_per_s']:.1f} img/s"
                 if "train_step_ms" in stats else stats.get("steady_note", "no step timed"))
         res.reason = (f"{label}{t.framework} x{t.num_devices}, {plan['image_size']}px: {step}; {why}")
@@ -187,7 +200,8 @@ class TrainStage(Stage):
             self._hold(case, ctx, res, stats["train_step_ms"])
 
     def _hold(self, case, ctx, res, value):
-        """Documented step times, held only when device, per-device batch, devices and precision match."""
+        """Documented step times, held only when device (and the device model a document names),
+        per-device batch, devices and precision match."""
         t = case.train_target
         if ctx.baselines is None:
             return
@@ -198,7 +212,8 @@ class TrainStage(Stage):
             return
         # the documents train in mixed precision (their 混合精度 section) where a figure names none
         fit = [b for b in docs if b.batch_size == case.batch_size and b.num_devices == t.num_devices
-               and (b.precision or "mixed") == t.precision and (b.epoch or 2) > 1]
+               and (b.precision or "mixed") == t.precision and (b.epoch or 2) > 1
+               and device_model_matches(b.device_model, res.metrics.get("device_model"))]
         if not fit:
             seen = "; ".join(sorted({f"batch {b.batch_size} x {b.num_devices or '?'} devices, {b.precision or 'mixed'}"
                                      for b in docs}))

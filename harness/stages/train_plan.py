@@ -44,6 +44,8 @@ def plan_for(suite, cfg, target, batch_size: int, cache_root) -> dict:
         "learns": cfg.learns.model_dump(), "data": cfg.data.model_dump(), "augment": recipe["augment"],
         "mean": list(eval_recipe.mean), "std": list(eval_recipe.std), "threads": target.threads or tc.threads_per_process(target.num_devices),
     }
+    # execution options: in the identity only when set (checkpoints trained without them keep theirs)
+    plan.update({k: v for k, v in (("channels_last", target.channels_last), ("compile", target.compile)) if v})
     if cfg.data.kind == "dataset":
         plan["data"]["files"] = _dataset_files(suite, cfg.data)
     plan["identity"] = tc.identity({k: v for k, v in plan.items() if k not in ("threads", "budget_s")}
