@@ -117,7 +117,8 @@ class Store:
             self.engine = db.pg_engine(self.url, read_only=read_only)
         else:
             self._check_file(create=create and not read_only)
-            self.engine = db.sqlite_engine(self.path, read_only=read_only, busy_s=min(10.0, self.wait_s))
+            # SQLite's own busy wait kept short: _retry waits (visibly) up to the bound
+            self.engine = db.sqlite_engine(self.path, read_only=read_only, busy_s=min(1.0, self.wait_s))
         try:
             self._open()
         except BaseException:
@@ -184,7 +185,7 @@ class Store:
 
     def _retry(self, fn):
         """SQLite: retry a write another writer holds the lock against, up to the
-        wait bound ($HARNESS_STORE_WAIT), saying so every 30 s. PostgreSQL: a
+        wait bound ($HARNESS_STORE_WAIT), saying so after 2 s and every 30 s. PostgreSQL: a
         lost connection is StoreUnavailable (see _write)."""
         start, said, i = time.monotonic(), 0.0, 0
         while True:
@@ -197,7 +198,7 @@ class Store:
                 waited = time.monotonic() - start
                 if "locked" not in why and "busy" not in why or waited >= self.wait_s:
                     raise
-                if waited - said >= 30:
+                if waited >= 2 and (not said or waited - said >= 30):  # at 2 s, then every 30 s
                     said = waited
                     self.notify(f"waiting for the store: locked by another writer, {waited:.0f} s "
                                 f"(gives up after {self.wait_s:g} s; ${WAIT_ENV}): {self.location}")
