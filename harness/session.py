@@ -172,7 +172,8 @@ class HarnessSession:
         if self.unstored:
             lines.append(f"NOT STORED: {len(self.unstored)} measured result(s) of run {self.run_id} are kept in "
                          f"{self.journal.path} ({self.lost.message}); run {self.run_id} is "
-                         f"{'marked incomplete' if getattr(self, 'marked', False) else 'incomplete'} until they are stored. "
+                         f"{'marked incomplete' if getattr(self, 'marked', False) else 'incomplete'} "
+                         "until they are stored. "
                          "They reach the store at the next run, or now with: harness replay"
                          + (f" --store {self.store.location}" if self.store.location else ""))
         return lines

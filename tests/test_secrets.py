@@ -81,7 +81,8 @@ def _harness_run(project: Path, spec: str | None, env: dict) -> str:
 CASES = [(f, False) for f in forms(1, "d", "x")] + [("query password=", True), ("keyword/value DSN", True)]
 
 
-@pytest.mark.parametrize(("form", "via_env"), CASES, ids=[f"{f} {'$HARNESS_STORE' if e else '--store'}" for f, e in CASES])
+@pytest.mark.parametrize(("form", "via_env"), CASES,
+                         ids=[f"{f} {'$HARNESS_STORE' if e else '--store'}" for f, e in CASES])
 def test_no_secret_printed_or_stored(pg_server, tmp_path, capsys, monkeypatch, form, via_env):
     project = tmp_path / "p"
     project.mkdir()

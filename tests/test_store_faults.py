@@ -146,7 +146,8 @@ def test_store_filesystem_full_mid_run(project, small_fs, attempt):
     for f in small_fs.iterdir():
         f.unlink()
     spec = str(small_fs / "results.sqlite")
-    p = _harness(["run", "suites", "-k", "export", "--store", spec], project, env={"FAULT": "full", "FILL": str(small_fs / "fill")})
+    p = _harness(["run", "suites", "-k", "export", "--store", spec], project,
+                 env={"FAULT": "full", "FILL": str(small_fs / "fill")})
     assert "the disk holding the store is full" in p.stdout + p.stderr
     (small_fs / "fill").unlink()
     _check_run(p, spec, project, marked=False)  # a full disk takes no status change either: shown abandoned

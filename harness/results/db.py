@@ -145,7 +145,8 @@ def _kv_to_url(spec: str) -> sa.URL:
         kv = {k: str(v) for k, v in conninfo_to_dict(spec).items()}
     except ImportError:
         raise UserError(f"a keyword/value store DSN ({redact(spec)!r}) needs psycopg 3, which is not installed",
-                        fix="pip install 'psycopg[binary]', or write it as postgresql://USER@HOST:PORT/DATABASE") from None
+                        fix="pip install 'psycopg[binary]', or write it as "
+                            "postgresql://USER@HOST:PORT/DATABASE") from None
     except Exception:  # noqa: BLE001 - any parse failure is the user's DSN
         raise UserError(f"cannot read the store DSN {redact(spec)!r}",
                         fix="write it as postgresql://USER@HOST:PORT/DATABASE") from None

@@ -214,7 +214,8 @@ class Store:
                 raise StoreUnavailable(
                     f"lost the results database at {db.where(self.url)} ({why}); "
                     f"the {self.stored} result(s) stored before stay stored", path=self.location,
-                    fix="bring the server back; kept results reach it at the next run or with `harness replay`") from None
+                    fix="bring the server back; kept results reach it at the next run or with "
+                        "`harness replay`") from None
             what = sqlite_failure(why)
             if what is None:
                 raise
