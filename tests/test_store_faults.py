@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ExitCode
+from harness.results.history import load_history
 from harness.results.store import Store
 from tests.conftest import REPO, color_classifier, write
 
@@ -114,6 +115,8 @@ def _check_run(p, spec, cwd, *, marked: bool):
     assert len(rows) == 1  # the case before the fault
     if marked:
         assert runs[run_id] == "incomplete", out
+    else:  # the store could take no mark either: its process gone, readers show it abandoned, never a baseline
+        assert runs[run_id] == "running" and load_history([spec]).runs[run_id]["status"] == "abandoned", out
     kept = [json.loads(line) for f in journal.glob("*.jsonl") for line in f.read_text().splitlines()]
     assert sum(e["kind"] == "result" for e in kept) == 2
     r = _harness(["replay", "--store", spec], cwd)
