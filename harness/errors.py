@@ -50,3 +50,4 @@ class ExitCode(IntEnum):
     INPUT = 3  # a problem with the user's input: bad suite, missing or foreign file, bad store
     NOTHING_COMPARED = 4  # gate: no candidate had a reference to compare with
     INCONCLUSIVE = 5  # gate: every candidate result was contended (measured beside busy neighbours)
+    NOT_STORED = 7  # run: results were measured but the store could not take them; kept in the journal

@@ -9,6 +9,8 @@ Loaded by the repository's root conftest.py (or `-p harness.plugin`).
 from __future__ import annotations
 
 import os
+import sys
+from contextlib import nullcontext as _nothing
 from pathlib import Path
 
 import pytest
@@ -24,9 +26,10 @@ from harness.reports.progress import RunProgress, history_durations
 from harness.reports.terminal import render as render_tables
 from harness.results import db
 from harness.results.history import load_history
-from harness.results.store import Store, StoreUnavailable, new_run_id, redact
+from harness.results.masking import mask
+from harness.results.store import Store, new_run_id, redact
 from harness.runners import devices, register_runner
-from harness.session import HarnessSession, unmeasured  # opens the store: only when a case runs
+from harness.session import HarnessSession, finish_shared_run, unmeasured  # opens the store: only when a case runs
 from harness.stages import stages
 from harness.vocab import DEVICE_FAMILIES, DEVICE_NAMES, OTHER_MARKERS, SCENARIOS, STAGES
 
@@ -54,6 +57,20 @@ def input_errors(config) -> list[str]:
     that stopped on a UserError (bad checkpoint, dataset, model file, a batch
     that cannot fit), an unusable store."""
     return config.stash.setdefault(_INPUT_ERRORS_KEY, [])
+
+
+_NOT_STORED_KEY = pytest.StashKey[list]()  # cases measured, not stored (kept in the journal): exit NOT_STORED
+_CONFIG: list = []  # the session's config: pytest_runtest_logreport is given only the report
+
+
+def not_stored(config) -> list[str]:
+    return config.stash.setdefault(_NOT_STORED_KEY, [])
+
+
+def pytest_runtest_logreport(report):
+    note = dict(report.user_properties).get("harness_not_stored")  # this process's cases and xdist workers'
+    if note and _CONFIG and report.when == "call":
+        not_stored(_CONFIG[0]).append(note)
 
 
 def timing_override(config) -> dict:
@@ -90,6 +107,7 @@ def pytest_addhooks(pluginmanager):
 
 
 def pytest_configure(config):
+    _CONFIG[:] = [config]
     for name, text in markers().items():
         config.addinivalue_line("markers", f"{name}: {text}")
     try:  # bad options stop the run before anything is measured
@@ -214,15 +232,14 @@ class CaseItem(pytest.Item):
         progress = self.config.stash.get(_PROGRESS_KEY, None)
         if progress is not None:
             progress.start(self.case.suite.model, self.case.name)
-        try:
-            res = session.execute(self.case)
-        except StoreUnavailable as exc:
-            # stop here: the cases stored so far stay, the run ends interrupted
-            self.session.shouldstop = f"harness: results database lost; run {session.run_id} interrupted"
-            raise CaseFailed(f"[store lost] {exc}") from None
+        res = session.execute(self.case)  # a result the store cannot take is kept in the journal
         if progress is not None:
             progress.finish(res)
         self.user_properties.append(("harness_result", res.to_dict()))
+        kept = session.not_stored(res)
+        if kept:
+            self.user_properties.append(("harness_not_stored", f"{self.case.suite.model} {self.case.name}: {kept}"))
+            raise CaseFailed(f"[not stored] {kept}")
         if res.status == "error" and session.input_error(res):
             input_errors(self.config).append(f"{self.case.suite.model} {self.case.name}: {res.reason}")
         if res.status == "skipped":
@@ -258,16 +275,26 @@ def _session(config):
                 timing_override=timing_override(config),
                 argv=list(config.invocation_params.args),
                 env_extra=extra or None,
-                scenario=config.getoption("--harness-scenario"),
+                scenario=config.getoption("--harness-scenario"), notify=_notifier(config),
             )
         except (UserError, OSError) as exc:
             # the store (or cache) cannot be used: one error for the run, not one per case
             text = str(exc) if isinstance(exc, UserError) else \
                 f"{exc.filename}: {exc.strerror or exc}\n  fix: check --harness-store and --harness-cache"
+            text = mask(text)
             input_errors(config).append(text)
             pytest.exit(f"error: {text}", returncode=int(ExitCode.INPUT))
         config.stash[_SESSION_KEY] = s
     return s
+
+
+def _notifier(config):  # a line on the terminal while a case runs (pytest captures the case's output)
+    capman = config.pluginmanager.getplugin("capturemanager")
+
+    def notify(line: str) -> None:
+        with capman.global_and_fixture_disabled() if capman else _nothing():
+            print(f"\n{line}", file=sys.stderr, flush=True)
+    return notify
 
 
 def _store_spec(config) -> str:
@@ -355,24 +382,10 @@ def _finish_shared_run(config, interrupted: bool) -> None:
     A worker that lost the store has already marked it interrupted: kept."""
     run = config.stash[_RUN_KEY]
     spec = _store_spec(config)
-    if "://" not in spec and not os.path.isfile(spec):
+    if not db.is_url(spec) and not os.path.isfile(spec):
         return  # no case ran: no store, no run
-    try:
-        store = Store(spec, create=False)
-    except UserError as exc:
-        run["note"] = str(exc)
-        return
-    try:
-        status = "interrupted" if interrupted or run["failed_nodes"] else "finished"
-        current = next((r["status"] for r in store.runs() if r["run_id"] == run["run_id"]), None)
-        if current == "running":
-            store.finish_run(run["run_id"], status)
-        run["status"], run["results"] = current and (status if current == "running" else current), \
-            store.count(run["run_id"])
-    except UserError as exc:
-        run["note"] = str(exc)
-    finally:
-        store.close()
+    run.update(finish_shared_run(spec, run["run_id"], "interrupted" if interrupted or run["failed_nodes"]
+                                 else "finished"))
     out = config.getoption("--harness-report")
     if out and run.get("status"):
         _write_report(config, spec, out, _baselines_path(config))
@@ -407,10 +420,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for line in getattr(s, "unmeasured", ()):
         tr.write_line(line, yellow=True)
     tr.write_line(f"results: {_where(s.store.spec)}")
-    if getattr(s, "finish_note", None):
-        tr.write_line(s.finish_note)
-    elif s.lost:
-        tr.write_line(f"the results database went away mid-run: run {s.run_id} marked interrupted; "
-                      "the results stored before stay stored")
+    for line in s.summary_lines() + [getattr(s, "finish_note", None) or ""]:
+        if line:
+            tr.write_line(line, red=line.startswith("NOT STORED"))
     if out and not failed:
         tr.write_line(f"report:  {os.path.abspath(out)}")

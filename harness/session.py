@@ -8,6 +8,7 @@ Every case turns into exactly one stored Result, whatever happens.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from pathlib import Path
@@ -17,6 +18,7 @@ from harness.errors import CaseFailed, CaseSkipped, UserError
 from harness.models.cache import ArtifactCache, sha256_file
 from harness.models.provider import ModelProvider
 from harness.results import Result, provenance
+from harness.results.journal import Journal, journal_dir, replay
 from harness.results.store import Store, StoreUnavailable
 from harness.runners import devices, get_runner_class, why_unavailable
 from harness.stages import Case, StageContext, get_stage
@@ -61,18 +63,30 @@ class HarnessSession:
                  baselines: str | Path | None = None, timing_override: dict | None = None,
                  argv: list[str] | None = None, baselines_file=None, env_extra: dict | None = None,
                  run_id: str | None = None, workers: int = 1, pinned: dict[str, int] | None = None,
-                 scenario: str | None = None):
+                 scenario: str | None = None, notify=None):
         """run_id: join this run (pytest-xdist workers share one; the controller
         finishes it). workers: how many processes measure this run at once.
-        pinned: {family: device index} this process was given."""
-        self.store = Store(store)
+        pinned: {family: device index} this process was given. notify: where
+        the store says it is waiting for a lock (default stderr)."""
+        self.store = Store(store, **({"notify": notify} if notify else {}))
+        self.journal = Journal(self.store, journal_dir(cache))
+        self.notes: list[str] = []
+        self.lost: StoreUnavailable | None = None
+        self.unstored: list[Result] = []  # measured, not stored: kept in the journal
+        try:  # results an earlier run could not store reach the store first, exactly once
+            done = replay(self.store, self.journal.root)
+            if done:
+                self.notes.append(f"replayed {done['added']} kept result(s) into the store "
+                                  f"({done['already']} were there already) from {done['journal']}")
+        except StoreUnavailable as exc:
+            self.notes.append(f"kept results not replayed yet ({exc.message}); they stay in {self.journal.path}")
         env = {**provenance.capture(), "workers": workers}
         if env_extra:
             env = {**env, "extra": env_extra}
         self.joined = run_id is not None
-        self.run_id = self.store.begin_run(env, argv, run_id=run_id)
+        # a shared run lives as long as its controller (the workers' parent), not one worker
+        self.run_id = self.store.begin_run(env, argv, run_id=run_id, pid=os.getppid() if self.joined else None)
         self.pinned = pinned or {}
-        self.lost: StoreUnavailable | None = None
         self.baselines_path = Path(baselines) if baselines else None
         if baselines_file is None and self.baselines_path is not None:
             baselines_file = load_baselines(self.baselines_path)
@@ -138,14 +152,29 @@ class HarnessSession:
             res.metrics["device_model"] = model
         # the case's wall time: what `harness run` learns its ETA from
         res.metrics["case_s"] = round(time.perf_counter() - started, 3)
-        try:
-            self.store.add(res)
-        except StoreUnavailable as exc:
-            self.lost = exc
-            raise
+        self._keep(res)
         self.status[res.status] += 1
         self.results.append(res)
         return res
+
+    def _keep(self, res: Result) -> None:
+        """Store the result; when the store cannot take it, keep it in the journal
+        (fsynced before the case reports), and keep every later one there too."""
+        if self.lost is None:
+            try:
+                self.store.add(res)
+                return
+            except StoreUnavailable as exc:
+                self.lost = exc
+        self.journal.keep_result(res)
+        self.unstored.append(res)
+        self.status["not stored"] = len(self.unstored)
+
+    def not_stored(self, res: Result) -> str | None:
+        """'measured, not stored: kept in JOURNAL' when this result is only in the journal."""
+        if not any(r is res for r in self.unstored):
+            return None
+        return f"measured ({res.status}), not stored: kept in {self.journal.path}"
 
     def input_error(self, res: Result) -> bool:
         """Did this result stop on a problem with the user's input (a UserError)?"""
@@ -155,15 +184,49 @@ class HarnessSession:
         """Mark the run finished (interrupted when the run was, or the store went
         away). A worker of a shared run leaves that to the controller unless its
         store went away. Returns a note for the terminal when the mark failed."""
-        note = None
+        note, self.marked = None, False
+        status = "interrupted" if interrupted else "finished"
         try:
-            if self.lost or interrupted:
-                self.store.finish_run(self.run_id, "interrupted")
-            elif not self.joined:
-                self.store.finish_run(self.run_id, "finished")
+            if self.unstored:
+                # once replayed, the run is given the status it ends with now
+                self.journal.keep_finish(self.run_id, status if not self.joined else "finished")
+                self.marked = self.store.finish_run(self.run_id, "incomplete")
+            elif interrupted or not self.joined:
+                self.store.finish_run(self.run_id, status)
         except StoreUnavailable:
-            note = (f"could not mark run {self.run_id} interrupted: the results database is still unreachable; "
-                    "it stays 'running', which gates and reports never take as a baseline")
+            note = (f"could not mark run {self.run_id} {'incomplete' if self.unstored else status}: the store "
+                    "still cannot be written; it stays 'running', which gates and reports never take as a baseline")
         finally:
             self.store.close()
         return note
+
+    def summary_lines(self) -> list[str]:
+        """What the end of a run says about the store, beyond the tables."""
+        lines = list(self.notes)
+        if self.unstored:
+            lines.append(f"NOT STORED: {len(self.unstored)} measured result(s) of run {self.run_id} are kept in "
+                         f"{self.journal.path} ({self.lost.message}); run {self.run_id} is "
+                         f"{'marked incomplete' if getattr(self, 'marked', False) else 'incomplete'} "
+                         "until they are stored. "
+                         "They reach the store at the next run, or now with: harness replay"
+                         + (f" --store {self.store.location}" if self.store.location else ""))
+        return lines
+
+
+def finish_shared_run(spec, run_id: str, status: str) -> dict:
+    """pytest-xdist controller: give the shared run its final status, unless a
+    worker already gave it one (interrupted, incomplete). Returns {status,
+    results} for the summary, or {note} when the store could not be used."""
+    try:
+        store = Store(spec, create=False)
+    except UserError as exc:
+        return {"note": str(exc)}
+    try:
+        current = next((r["status"] for r in store.runs() if r["run_id"] == run_id), None)
+        if current == "running":
+            store.finish_run(run_id, status)
+        return {"status": current and (status if current == "running" else current), "results": store.count(run_id)}
+    except UserError as exc:
+        return {"note": str(exc)}
+    finally:
+        store.close()

@@ -198,6 +198,27 @@ def test_peak_is_measured_once_per_machine_and_cached(tmp_path):
     assert e["gflop_s"] == 40.0 and e["peak_fraction"] == 0.4
 
 
+@pytest.mark.parametrize("content", ['{"peak_gflop_s": 0, "peak_kind": "measured", "peak_source": "x"}',
+                                     '{"peak_gflop_s": -5.0, "peak_kind": "measured", "peak_source": "x"}',
+                                     '{"peak_gflop_s": NaN, "peak_kind": "measured", "peak_source": "x"}',
+                                     '{"peak_gflop_s": "fast", "peak_kind": "measured"}', '[1, 2]', '{"peak_gfl'])
+def test_a_cached_peak_that_cannot_be_right_is_measured_again_with_a_note(tmp_path, content):
+    calls = []
+
+    def fake_measure():
+        calls.append(1)
+        return ({"gflop_s": 80.0, "n": 64, "intra_op_threads": 2}, {"gflop_s": 40.0, "n": 64, "threads": 2})
+
+    host_peak(tmp_path, cpu_model="X", measure=fake_measure)
+    (path,) = (tmp_path / "peak").glob("*.json")
+    path.write_text(content)  # zero, negative, NaN, malformed, not an object, cut short
+    again = host_peak(tmp_path, cpu_model="X", measure=fake_measure)
+    assert calls == [1, 1] and again["peak_gflop_s"] == 80.0
+    assert f"measured again: the cached peak {path} was" in again["peak_source"]
+    assert efficiency(20.0, {"gflop_per_image": 2.0}, again)["peak_fraction"] == 0.5  # no ZeroDivisionError
+    assert host_peak(tmp_path, cpu_model="X", measure=fake_measure) == again and calls == [1, 1]  # replaced
+
+
 def test_a_peak_measured_on_a_busy_host_is_measured_again(tmp_path):
     from harness.metrics.interference import Interference
 

@@ -84,9 +84,9 @@ def _usable(r: Result, model: str, metric: str) -> bool:
 
 
 def _per_batch(results: list[Result], metric: str) -> dict[int, tuple[float, Result]]:
-    """Newest figure per batch size."""
+    """Newest figure per batch size: the results come in the store's order (never the hosts' clocks)."""
     out: dict[int, tuple[float, Result]] = {}
-    for r in sorted(results, key=lambda r: r.created_at):
+    for r in results:
         out[int(r.batch_size)] = (float(r.metrics[metric]), r)
     return out
 
@@ -150,6 +150,7 @@ def evaluate_claims(results: list[Result], claims: list[Claim]) -> list[ClaimVer
     hosts). Published figures imported into the store (metrics.origin
     "published") are left out: `evaluate_published` covers those."""
     out = []
+    newer = {id(r): i for i, r in enumerate(results)}  # the store's order, not the hosts' clocks
     for claim in claims:
         metric = claim.metric
         sides = {}
@@ -170,14 +171,14 @@ def evaluate_claims(results: list[Result], claims: list[Claim]) -> list[ClaimVer
                 groups[role][_key(r)].append(r)
         common = set(groups["numerator"]) & set(groups["denominator"])
         if not common:
-            newest = {role: max(rs, key=lambda r: r.created_at) for role, rs in sides.items()}
+            newest = {role: rs[-1] for role, rs in sides.items()}
             diff = _differences(newest["numerator"], newest["denominator"])
             out.append(_verdict(claim, "measured", None, None, reason_nc=(
                 f"{_label(claim.numerator, claim.numerator_model)} and "
                 f"{_label(claim.denominator, claim.denominator_model)} results measure different things: {diff}")))
             continue
         # several comparable groups (e.g. two model versions measured on both): the newest
-        key = max(common, key=lambda k: max(r.created_at for role in groups for r in groups[role][k]))
+        key = max(common, key=lambda k: max(newer[id(r)] for role in groups for r in groups[role][k]))
         num = {b: v for b, (v, _) in _per_batch(groups["numerator"][key], metric).items()}
         den = {b: v for b, (v, _) in _per_batch(groups["denominator"][key], metric).items()}
         rep = {role: groups[role][key][0] for role in groups}

@@ -43,7 +43,7 @@ from harness.analysis.comparability import comparable
 from harness.analysis.thresholds import Thresholds
 from harness.errors import ExitCode, UserError
 from harness.results import Result
-from harness.results.history import History, run_order
+from harness.results.history import FIRST, History, run_order
 from harness.results.identity import benchmark_key, machine_class, same_key, version_of
 from harness.vocab import GATED_METRICS, METRICS
 
@@ -301,7 +301,7 @@ def evaluate(history: History, *, candidate_runs: list[str] | None = None, basel
                                                                          for d in devices))
 
     cand_results = [r for r in history.run_results(cands) if wanted(r)]
-    start = min((run_order(runs[rid]) for rid in cands if rid in runs), default=("", 0))
+    start = min((run_order(runs[rid]) for rid in cands if rid in runs), default=FIRST)
     if baseline_runs is not None:
         pool = [r for r in history.run_results(baseline_runs) if wanted(r)]
         for rid in baseline_runs:

@@ -21,6 +21,7 @@ import pytest
 
 from harness import plugin
 from harness.cli.reports import register as register_reports
+from harness.cli.replay import register as register_replay
 from harness.cli.results import register as register_results
 from harness.cli.show import register as register_show
 from harness.config.baselines import load_baselines, locate_baselines
@@ -29,6 +30,7 @@ from harness.errors import ExitCode, UserError
 from harness.fsio import check_writable
 from harness.plan import build_plan, read_suite, validate_suite
 from harness.results.db import ENV_VAR, is_url
+from harness.results.masking import mask
 from harness.results.store import Store
 from harness.vocab import SCENARIOS
 
@@ -79,6 +81,13 @@ def _cmd_run(args) -> int:
     argv += args.pytest_args
     watch = _RunWatch()
     rc = pytest.main(argv, plugins=[plugin, watch])
+    kept = plugin.not_stored(watch.config) if watch.config is not None else []
+    if kept:  # nothing measured is lost: it waits in the journal for the store
+        more = f" (and {len(kept) - 1} more above)" if len(kept) > 1 else ""
+        print(f"harness run: {len(kept)} result(s) measured but not stored, exit {ExitCode.NOT_STORED:d}: "
+              f"{kept[0]}{more}; the run is incomplete until `harness replay` (or the next run) stores them",
+              file=sys.stderr)
+        return ExitCode.NOT_STORED
     errors = plugin.input_errors(watch.config) if watch.config is not None else []
     if errors:
         more = f" (and {len(errors) - 1} more above)" if len(errors) > 1 else ""
@@ -143,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_results(sub)  # import, bundle, claims, devices
 
     register_show(sub)  # show: a stored run's tables in the terminal
+    register_replay(sub)  # replay: kept (journalled) results into the store
 
     val = sub.add_parser("validate", help="check suites and baselines without running anything")
     val.add_argument("paths", nargs="*", help="suite folders or files (default: suites)")
@@ -161,12 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {mask(exc)}", file=sys.stderr)  # no password of any store, in any form
         return ExitCode.INPUT
     except OSError as exc:  # a file the user named could not be used: one line, no traceback
         if exc.filename is None:
             raise
-        print(f"error: {exc.filename}: {exc.strerror or exc}\n  fix: check the path and its permissions",
+        print(mask(f"error: {exc.filename}: {exc.strerror or exc}\n  fix: check the path and its permissions"),
               file=sys.stderr)
         return ExitCode.INPUT
 

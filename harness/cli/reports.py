@@ -36,7 +36,7 @@ from harness.errors import ExitCode, UserError
 from harness.fsio import atomic_path, check_writable, write_text
 from harness.reports import readme as rt
 from harness.reports import write_report
-from harness.results.history import load_history
+from harness.results.history import load_history, run_order
 from harness.results.interchange import to_dataframe, write_pytest_benchmark
 from harness.results.store import default_path
 
@@ -107,6 +107,7 @@ def _cmd_gate(args) -> int:
     out.claims, note = evaluate_claims(history, out.candidate_runs, bf)
     if note:
         out.notes.append(note)
+    out.notes += history.run_notes(out.candidate_runs)  # a clock far from the store's: flagged, never the order
     return _print_outcome(out, args)
 
 
@@ -117,7 +118,7 @@ def _default_metrics():
 def _cmd_compare(args) -> int:
     if args.list:
         history = load_history(args.store)
-        for r in sorted(history.runs.values(), key=lambda r: r["started_at"]):
+        for r in sorted(history.runs.values(), key=run_order):  # the store's order, not the clock
             n = sum(1 for x in history.results if x.run_id == r["run_id"])
             print(f"{r['run_id']}  {r['status']:11} {n:4d} results  host {(r.get('env') or {}).get('hostname')}")
         return ExitCode.OK

@@ -25,6 +25,8 @@ def _cmd_show(args) -> int:
     terminal = sys.stdout.isatty() if args.color == "auto" else args.color == "always"
     title = f"run {run_id} ({run.get('status')}, started {run.get('started_at')}): {len(results)} results"
     sys.stdout.write(render(results, terminal=terminal, title=title))
+    for note in history.run_notes([run_id]):
+        print(f"note: {note}")
     return ExitCode.OK
 
 

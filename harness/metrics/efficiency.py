@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import time
@@ -173,12 +174,15 @@ def host_peak(cache_dir, *, cpu_model: str | None = None, measure=None, probe_fa
     key = _machine_key(cpu_model)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir) / "peak" / f"{digest}.json"
-    cached = None
+    cached, invalid = None, None
     if path.is_file():
         try:
             cached = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            cached = None  # a broken cache file is measured again and replaced
+        except (OSError, ValueError) as exc:
+            cached, invalid = None, f"unreadable ({type(exc).__name__})"  # measured again and replaced
+        invalid = invalid or (cached is not None and _invalid_peak(cached))
+        if invalid:
+            cached = None
         if cached is not None and not cached.get("contended"):
             return cached
     probe = probe_factory()
@@ -191,7 +195,8 @@ def host_peak(cache_dir, *, cpu_model: str | None = None, measure=None, probe_fa
             "peak_source": f"float32 GEMM {ort_m['n']}x{ort_m['n']}: ONNX Runtime MatMul "
                            f"{ort_m['gflop_s']:.1f} GFLOP/s ({ort_m['intra_op_threads']} threads), numpy "
                            f"{np_m['gflop_s']:.1f} GFLOP/s ({np_m['threads']} threads)"
-                           + (f"; contended: {'; '.join(reasons)}" if reasons else ""),
+                           + (f"; contended: {'; '.join(reasons)}" if reasons else "")
+                           + (f"; measured again: the cached peak {path} was {invalid}" if invalid else ""),
             "onnxruntime_gemm": ort_m, "numpy_gemm": np_m, "machine": key, "contended": bool(reasons),
             "interference": itf.as_dict() if itf is not None else None,
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -200,6 +205,20 @@ def host_peak(cache_dir, *, cpu_model: str | None = None, measure=None, probe_fa
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(peak, indent=1))
     return peak
+
+
+def _invalid_peak(cached) -> str | None:
+    """Why a cached peak cannot be used (None: it can): every fraction of peak divides by it."""
+    if not isinstance(cached, dict):
+        return "not a JSON object"
+    v = cached.get("peak_gflop_s")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return f"malformed (peak_gflop_s {v!r})"
+    if not math.isfinite(v) or v <= 0:
+        return f"invalid (peak_gflop_s {v})"
+    if not isinstance(cached.get("peak_source", ""), str) or not isinstance(cached.get("peak_kind", ""), str):
+        return "malformed (peak_source / peak_kind)"
+    return None
 
 
 def published_peak(device_model: str | None, precision: str | None) -> dict | None:

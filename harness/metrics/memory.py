@@ -90,15 +90,28 @@ def available_bytes() -> int | None:
     return min(found, room) if room is not None else found
 
 
-def check_fits(est: Estimate, *, where: str, host_only: bool = False, available: int | None = None) -> None:
-    """Raise a UserError with the estimate when it cannot fit in ``available``
-    (default: what :func:`available_bytes` reads). ``host_only``: the target
-    keeps activations on an accelerator, so only input and output count here."""
+def largest_fitting(est: Estimate, avail: int, *, host_only: bool = False) -> int:
+    """The largest batch whose estimate fits in ``avail`` (every part grows with the batch); 0: none."""
+    need = est.input_bytes + est.output_bytes if host_only else est.total
+    per_sample = need / max(est.batch_size, 1)
+    return int(avail // per_sample) if per_sample > 0 else est.batch_size
+
+
+def check_fits(est: Estimate, *, where: str, host_only: bool = False, available: int | None = None,
+               what: str = "batch") -> None:
+    """Raise a UserError with the estimate, and the largest batch that fits,
+    when it cannot fit in ``available`` (default: what :func:`available_bytes`
+    reads). ``host_only``: the target keeps activations on an accelerator (or,
+    for an export, none are held), so only input and output count here."""
     avail = available_bytes() if available is None else available
     if avail is None:
         return
     need = est.input_bytes + est.output_bytes if host_only else est.total
     if need > avail:
-        raise UserError(f"batch {est.batch_size} cannot fit in memory: it needs {est.describe()}, and this host "
-                        f"has {human(avail)} available", path=where,
-                        fix="use smaller batch_sizes for this target, or run it on a host with more memory")
+        largest = largest_fitting(est, avail, host_only=host_only)
+        fits = f"the largest batch that fits is {largest}" if largest else "not even batch 1 fits"
+        raise UserError(f"{what} {est.batch_size} cannot fit in memory: it needs {est.describe()}, and this host "
+                        f"has {human(avail)} available; {fits}", path=where,
+                        fix=f"use smaller batch_sizes (up to {largest}) for this target, or run it on a host with "
+                            "more memory"
+                        if largest else "run it on a host with more memory")

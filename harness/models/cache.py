@@ -114,9 +114,15 @@ class ArtifactCache:
     def store(self, key: str, fmt: str, produce, meta: dict) -> tuple[Path, str]:
         """Run `produce(tmp_path) -> written_path` and move the result into the cache."""
         dest_dir = self.root / key
+        new = not dest_dir.exists()
         dest_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=dest_dir, prefix=".tmp-") as tmp:
-            dest = move_into_place(produce(Path(tmp) / "model"), dest_dir / f"model{SUFFIX[fmt]}")
+        try:
+            with tempfile.TemporaryDirectory(dir=dest_dir, prefix=".tmp-") as tmp:
+                dest = move_into_place(produce(Path(tmp) / "model"), dest_dir / f"model{SUFFIX[fmt]}")
+        except BaseException:
+            if new and not any(dest_dir.iterdir()):
+                dest_dir.rmdir()  # a failed export leaves no empty folder behind
+            raise
         sha = sha256_file(dest)
         meta = {**meta, "sha256": sha, "format": fmt, "created": time.time()}
         write_text(dest_dir / "meta.json", json.dumps(meta, indent=1, default=str))

@@ -175,14 +175,21 @@ class ModelProvider:
         return dataclasses.replace(first, batch_size=batch_size, export_s=None, cached=True)
 
     def activation_bytes(self, suite: Suite) -> int | None:
-        """Bytes of the largest intermediate tensor per sample (float32), from
-        the graph of a user's ONNX file; None when the graph is not at hand
-        (a framework source before its export) or its shapes are symbolic."""
+        """Bytes of the largest intermediate tensor per sample (float32), read
+        from an ONNX graph's shapes: the user's file, or for a framework source
+        its ONNX export at batch 1 (made now if need be, cached like any
+        artifact: small, and what FLOPs are counted from too). None when no
+        graph can be had (an export that fails) or its shapes are symbolic."""
         src = suite.source
         memo = (suite.path, "activations")
         if memo not in self._nets:
             self._nets[memo] = None
             path = suite.resolve(src.path) if src.kind == "onnx" and src.path else None
+            if path is None and src.kind != "onnx":
+                try:
+                    path = self.artifact(suite, "onnx", 1).path
+                except (CaseSkipped, UserError, ImportError, RuntimeError, ValueError, MemoryError, OSError):
+                    path = None  # no graph: the guard counts input and output only
             if path is not None and path.is_file():
                 self._nets[memo] = largest_tensor_bytes(path)
         return self._nets[memo]

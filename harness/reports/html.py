@@ -28,6 +28,7 @@ from harness.reports.formatting import num as _num
 from harness.reports.formatting import verdict_view as _verdict_view
 from harness.results import STATUSES, Result, db
 from harness.results.history import load_history, run_order
+from harness.results.liveness import clock_note
 from harness.results.store import redact
 from harness.vocab import STAGE_NAMES as STAGES
 from harness.vocab import device_label
@@ -286,7 +287,9 @@ def _environment(runs: list[dict], run_label) -> list[dict]:
         devices = env.get("devices") or {}
         out.append({
             "label": run_label(run["run_id"]), "run_id": run["run_id"], "status": run.get("status"),
-            "started_at": run.get("started_at"), "finished_at": run.get("finished_at") or "—",
+            # shown as the host's clock read it; a clock far from the store's is flagged (order: the store's)
+            "started_at": f"{run.get('started_at')}{' (clock-skewed)' if clock_note(run) else ''}",
+            "finished_at": run.get("finished_at") or "—",
             "argv": " ".join(run.get("argv") or []) or "—",
             "harness": env.get("harness", "—"), "hostname": env.get("hostname", "—"),
             "cpu_model": env.get("cpu_model", "—"), "cpu_cores": env.get("cpu_cores", "—"),

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from harness.errors import UserError
+from harness.results.masking import is_kv_dsn, mask
 
 FORMAT_VERSION = 1  # what readers must understand; bumped only by a step readers cannot ignore
 DEFAULT_PATH = ".harness/results.sqlite"
@@ -48,6 +49,12 @@ runs_t = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("argv", sa.Text),
     sa.Column("env", sa.Text, nullable=False),
+    # added by step 3 (ALTER TABLE on older stores): the store's run order, the
+    # writer's process and host, and how far its clock was from the store's
+    sa.Column("seq", sa.Integer),
+    sa.Column("pid", sa.Integer),
+    sa.Column("host", sa.Text),
+    sa.Column("clock_skew_s", sa.Float),
 )
 results_t = sa.Table(
     "results", metadata,
@@ -82,7 +89,43 @@ def _step2(conn) -> None:
     conn.execute(sa.text("CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at)"))
 
 
-STEPS = ((1, "tables meta, runs, results", _step1), (2, "indexes: results by run, runs by start", _step2))
+# The store's own order of runs: each run takes the next number of this table
+# when it starts (SQLite AUTOINCREMENT: never reused; PostgreSQL: a sequence,
+# via SERIAL). Created by step 3, not step 1, so older files get it by migrating.
+run_seq_t = sa.Table(
+    "run_seq", sa.MetaData(),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Text, nullable=False, unique=True),
+    sqlite_autoincrement=True,
+)
+RUN_COLUMNS_3 = (("seq", "INTEGER"), ("pid", "INTEGER"), ("host", "TEXT"), ("clock_skew_s", "REAL"))
+
+
+def _step3(conn) -> None:
+    """Runs ordered by the store, not the clock: a sequence number each run takes
+    at its start (existing runs numbered in their old order: start time, then the
+    order they were stored in); the writer's pid and host (a run left 'running' by
+    a killed process is recognised as abandoned); the writer's clock offset."""
+    run_seq_t.create(conn, checkfirst=True)
+    have = {c["name"] for c in sa.inspect(conn).get_columns("runs")}
+    for name, kind in RUN_COLUMNS_3:
+        if name not in have:
+            conn.execute(sa.text(f"ALTER TABLE runs ADD COLUMN {name} {kind}"))
+    tie = "run_id" if conn.dialect.name == "postgresql" else "rowid"
+    old = conn.execute(sa.text(f"SELECT run_id FROM runs WHERE seq IS NULL ORDER BY started_at, {tie}")).scalars().all()
+    for run_id in old:
+        conn.execute(sa.text("UPDATE runs SET seq = :s WHERE run_id = :r"),
+                     {"s": take_seq(conn, run_id), "r": run_id})
+    conn.execute(sa.text("CREATE UNIQUE INDEX IF NOT EXISTS runs_by_seq ON runs (seq)"))
+
+
+def take_seq(conn, run_id: str) -> int:
+    """The next number of the store's run order, for `run_id` (inside the caller's transaction)."""
+    return int(conn.execute(run_seq_t.insert().values(run_id=run_id)).inserted_primary_key[0])
+
+
+STEPS = ((1, "tables meta, runs, results", _step1), (2, "indexes: results by run, runs by start", _step2),
+         (3, "run order: runs.seq from the store's sequence; runs.pid, host, clock_skew_s", _step3))
 SCHEMA_VERSION = STEPS[-1][0]
 
 
@@ -92,12 +135,32 @@ def default_spec() -> str:
 
 
 def is_url(spec) -> bool:
-    return isinstance(spec, str) and re.match(r"^[a-z][a-z0-9+.-]*://", spec) is not None
+    """A database store: a URL, or a libpq keyword/value DSN (``host=... dbname=...``)."""
+    return isinstance(spec, str) and (re.match(r"^[a-z][a-z0-9+.-]*://", spec) is not None or is_kv_dsn(spec))
+
+
+def _kv_to_url(spec: str) -> sa.URL:
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+        kv = {k: str(v) for k, v in conninfo_to_dict(spec).items()}
+    except ImportError:
+        raise UserError(f"a keyword/value store DSN ({redact(spec)!r}) needs psycopg 3, which is not installed",
+                        fix="pip install 'psycopg[binary]', or write it as "
+                            "postgresql://USER@HOST:PORT/DATABASE") from None
+    except Exception:  # noqa: BLE001 - any parse failure is the user's DSN
+        raise UserError(f"cannot read the store DSN {redact(spec)!r}",
+                        fix="write it as postgresql://USER@HOST:PORT/DATABASE") from None
+    port = kv.pop("port", None)
+    return sa.URL.create("postgresql", username=kv.pop("user", None), password=kv.pop("password", None),
+                         host=kv.pop("host", None), port=int(port) if port and port.isdigit() else None,
+                         database=kv.pop("dbname", None), query=kv)
 
 
 def parse_url(spec: str) -> sa.URL:
     try:
-        url = sa.make_url(spec)
+        url = _kv_to_url(spec) if is_kv_dsn(spec) else sa.make_url(spec)
+    except UserError:
+        raise
     except Exception:  # noqa: BLE001 - any parse failure is the user's URL
         raise UserError(f"cannot read the store URL {redact(spec)!r}",
                         fix="write it as postgresql://USER@HOST:PORT/DATABASE") from None
@@ -110,23 +173,13 @@ def parse_url(spec: str) -> sa.URL:
 
 
 def redact(spec) -> str:
-    """A store's name as it may be shown or recorded: never its password."""
-    s = str(spec)
-    if not is_url(s):
-        return s
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", s)
+    """A store's name as it may be shown or recorded: never its password (any form)."""
+    return mask(spec, spec)
 
 
 def redact_text(text: str, spec) -> str:
-    """`text` with the password of `spec` (if any) masked, wherever it appears."""
-    if is_url(spec):
-        try:
-            pw = sa.make_url(spec).password
-        except Exception:  # noqa: BLE001
-            pw = None
-        if pw:
-            text = text.replace(str(pw), "***")
-    return re.sub(r"(://[^:/@\s]*):[^@/\s]*@", r"\1:***@", text)
+    """`text` with the password of `spec` (if any, in any form) masked, wherever it appears."""
+    return mask(text, spec)
 
 
 def where(url: sa.URL) -> str:
@@ -134,13 +187,13 @@ def where(url: sa.URL) -> str:
 
 
 # -- engines ------------------------------------------------------------------
-def sqlite_engine(path: Path, *, read_only: bool) -> sa.Engine:
+def sqlite_engine(path: Path, *, read_only: bool, busy_s: float = 60.0) -> sa.Engine:
     target = f"{path.resolve().as_uri()}?mode=ro" if read_only else str(path)
 
     def connect():
         # isolation_level=None: SQLAlchemy's "begin" event below issues BEGIN
         # itself (the pysqlite recipe), so writers can take the lock up front.
-        return sqlite3.connect(target, uri=read_only, timeout=60, isolation_level=None,
+        return sqlite3.connect(target, uri=read_only, timeout=busy_s, isolation_level=None,
                                check_same_thread=False)
 
     eng = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.SingletonThreadPool)

@@ -8,7 +8,8 @@ from functools import cached_property
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.results.db import redact_text
+from harness.results.db import is_url, redact_text
+from harness.results.liveness import clock_note, mark_abandoned
 from harness.results.identity import machine_class
 from harness.results.record import Result
 from harness.results.store import Store, default_path, redact
@@ -55,13 +56,18 @@ class History:
             return 1
         return int(((self.runs.get(r.run_id) or {}).get("env") or {}).get("workers") or 1)
 
+    def run_notes(self, run_ids) -> list[str]:
+        """What the output must say about these runs: a clock far from the store's."""
+        return [n for n in (clock_note(self.runs[r]) for r in run_ids if r in self.runs) if n]
+
     def newest_per_host(self) -> list[str]:
         """The newest run of each host: tonight's candidates when one job ran per device host."""
         newest: dict[str, dict] = {}
         for r in self.runs.values():
-            if r.get("status") == "imported":
+            if r.get("status") in ("imported", "abandoned"):
                 # results brought in by `harness import` (ais_bench summaries,
-                # published tables) are not tonight's measurements
+                # published tables) are not tonight's measurements; a run whose
+                # process died is no candidate either
                 continue
             host = (r.get("env") or {}).get("hostname") or "?"
             if host not in newest or run_order(r) > run_order(newest[host]):
@@ -69,15 +75,20 @@ class History:
         return [r["run_id"] for r in newest.values()]
 
 
-def run_order(run: dict) -> tuple:
-    # started_at has one-second resolution; runs begun within the same second
-    # keep the order the store holds them in.
-    return run.get("started_at") or "", run.get("_seq", 0)
+def run_order(run: dict) -> int:
+    """A run's place in the history: the store's sequence number, never its clock
+    (a host whose clock is a year behind still made the newest run). Runs of
+    several stores: the first store's in its order, then each further store's
+    runs that are new, in that store's order."""
+    return run.get("_seq", -1)
+
+
+FIRST = -2  # before every run (run_order of no run)
 
 
 def _spec(p):
     s = str(p)
-    return s if "://" in s else Path(s)
+    return s if is_url(s) else Path(s)
 
 
 _SPARE = 5  # rows read beyond `depth` per group (see _gate_records)
@@ -101,10 +112,10 @@ def load_history(paths, *, gate_depth: int | None = None, candidates: list[str] 
         for p in specs:
             stores.append(Store(p, read_only=True))
             with _reading(p):
-                for run in stores[-1].runs():
+                for run in stores[-1].runs():  # in the store's order (its sequence)
                     if run["run_id"] not in runs:
                         run["_seq"] = len(runs)
-                        runs[run["run_id"]] = run
+                        runs[run["run_id"]] = mark_abandoned(run)
         history = History(runs, [], shown)
         if gate_depth is not None:
             history.candidates = ([history.resolve_run(r) for r in candidates] if candidates
@@ -153,7 +164,7 @@ def _gate_records(store: Store, history: History, depth: int) -> list[Result]:
     went back to one older than the group's newest rows could miss some), and a
     group whose kept rows include a truncated or contended result is read whole."""
     runs, cands = history.runs, set(history.candidates or [])
-    start = min((run_order(runs[c]) for c in cands if c in runs), default=("", 0))
+    start = min((run_order(runs[c]) for c in cands if c in runs), default=FIRST)
     mclass = history.machine_classes
     keep: set[int] = set()
     groups: dict[tuple, list] = defaultdict(list)

@@ -13,10 +13,13 @@ handling live in :mod:`harness.results.db`.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import sqlite3
+import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -34,14 +37,45 @@ def _loads(text):
         return json.loads(text)
 
 from harness.errors import UserError
-from harness.results import Result, db
+from harness.results import Result, db, masking
 from harness.results.db import DEFAULT_PATH, ENV_VAR, FORMAT_VERSION, SCHEMA_VERSION, redact, results_t, runs_t  # noqa: F401
 
 _NOT_A_STORE_FIX = "point --store at a harness results file; this file was left untouched"
 
 
+WAIT_ENV = "HARNESS_STORE_WAIT"  # seconds a writer waits for a store another process holds locked
+DEFAULT_WAIT_S = 300.0
+CLOCK_ENV = "HARNESS_CLOCK_OFFSET_S"  # tests: this process's clock set off by so many seconds
+SKEW_S = 120.0  # a writer's clock this far from the store's is flagged as skewed
+
+
 class StoreUnavailable(UserError):
-    """The database went away while a run was writing to it."""
+    """The store cannot take a write: the database went away, its disk is full,
+    or another process held it locked past the bound."""
+
+
+def wait_bound() -> float:
+    try:
+        return max(0.0, float(os.environ.get(WAIT_ENV) or DEFAULT_WAIT_S))
+    except ValueError:
+        raise UserError(f"${WAIT_ENV} is {os.environ[WAIT_ENV]!r}: not a number of seconds",
+                        fix=f"set it to how long a writer may wait for a locked store, e.g. {WAIT_ENV}=300") from None
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def sqlite_failure(why: str) -> str | None:
+    """What an SQLite error means for a writer, when the store (not the harness) is at fault."""
+    why = why.lower()
+    if "full" in why or "disk i/o" in why or "no space" in why:
+        return "the disk holding the store is full (or failing)"
+    if "locked" in why or "busy" in why:
+        return "the store is locked by another writer"
+    if "unable to open" in why or "readonly" in why or "read-only" in why:
+        return "the store cannot be written"
+    return None
 
 
 def default_path() -> str | Path:
@@ -50,7 +84,14 @@ def default_path() -> str | Path:
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+    return clock().strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+
+
+def clock() -> datetime:
+    """This process's wall clock (shown with runs, never used to order them)."""
+    now = datetime.now(timezone.utc)
+    offset = os.environ.get(CLOCK_ENV)
+    return now + timedelta(seconds=float(offset)) if offset else now
 
 
 class Store:
@@ -58,10 +99,15 @@ class Store:
     $HARNESS_STORE / .harness/results.sqlite. `read_only`: reports and gates
     (creates nothing, migrates nothing; a foreign or newer store stays untouched)."""
 
-    def __init__(self, spec: str | Path | None = None, *, create: bool = True, read_only: bool = False):
+    def __init__(self, spec: str | Path | None = None, *, create: bool = True, read_only: bool = False,
+                 notify=_stderr):
+        """notify: where a writer says it is waiting for a locked store (a line of text)."""
         spec = str(spec) if spec else db.default_spec()
+        masking.remember(spec)
         self.spec = spec  # may hold a password: never shown; `location` is what is shown
         self.location = redact(spec)
+        self.notify = notify
+        self.wait_s = wait_bound()
         self.read_only = read_only
         self.is_postgres = db.is_url(spec)
         self.path = None if self.is_postgres else Path(spec)
@@ -71,7 +117,8 @@ class Store:
             self.engine = db.pg_engine(self.url, read_only=read_only)
         else:
             self._check_file(create=create and not read_only)
-            self.engine = db.sqlite_engine(self.path, read_only=read_only)
+            # SQLite's own busy wait kept short: _retry waits (visibly) up to the bound
+            self.engine = db.sqlite_engine(self.path, read_only=read_only, busy_s=min(1.0, self.wait_s))
         try:
             self._open()
         except BaseException:
@@ -108,8 +155,12 @@ class Store:
         except (sa.exc.OperationalError, sqlite3.OperationalError) as exc:
             if self.is_postgres:
                 raise db.connect_error(self.url, exc, self.spec) from None
-            raise UserError(f"cannot open the results store ({getattr(exc, 'orig', exc)})", path=self.path,
-                            fix="another process may hold it locked for long; retry, or check the file") from None
+            why = str(getattr(exc, "orig", exc))
+            what = sqlite_failure(why)
+            fix = ("free space on that disk, or pass --store on another one" if what and "full" in what else
+                   f"another process held it locked for over {self.wait_s:g} s; retry later, or raise ${WAIT_ENV}"
+                   if what and "locked" in what else "check the file and its folder's permissions")
+            raise UserError(f"cannot open the results store: {what or why} ({why})", path=self.path, fix=fix) from None
         except sa.exc.DatabaseError as exc:
             text = db.redact_text(str(exc.orig), self.spec)
             if not self.is_postgres and "malformed" in text:  # an SQLite file cut short or damaged
@@ -132,54 +183,92 @@ class Store:
         finally:
             raw.close()
 
-    def _retry(self, fn, attempts: int = 8):
-        """SQLite: retry a write the busy timeout could not place (lock upgrades,
-        journal-mode switches). PostgreSQL: a lost connection is StoreUnavailable."""
-        for i in range(attempts):
+    def _retry(self, fn):
+        """SQLite: retry a write another writer holds the lock against, up to the
+        wait bound ($HARNESS_STORE_WAIT), saying so after 2 s and every 30 s. PostgreSQL: a
+        lost connection is StoreUnavailable (see _write)."""
+        start, said, i = time.monotonic(), 0.0, 0
+        while True:
             try:
                 return fn()
             except (sa.exc.OperationalError, sqlite3.OperationalError) as exc:
                 if self.is_postgres:
                     raise  # pool_pre_ping already replaced stale connections
                 why = str(getattr(exc, "orig", exc))
-                if "locked" not in why and "busy" not in why or i == attempts - 1:
+                waited = time.monotonic() - start
+                if "locked" not in why and "busy" not in why or waited >= self.wait_s:
                     raise
-                time.sleep(0.05 * 2 ** i)
-        return None
+                if waited >= 2 and (not said or waited - said >= 30):  # at 2 s, then every 30 s
+                    said = waited
+                    self.notify(f"waiting for the store: locked by another writer, {waited:.0f} s "
+                                f"(gives up after {self.wait_s:g} s; ${WAIT_ENV}): {self.location}")
+                time.sleep(min(0.05 * 2 ** i, 1.0, max(0.0, self.wait_s - waited)))
+                i += 1
 
     def _write(self, fn):
         try:
             return self._retry(fn)
-        except sa.exc.OperationalError as exc:
-            if not self.is_postgres:
+        except (sa.exc.OperationalError, sqlite3.OperationalError) as exc:
+            why = db.redact_text(str(getattr(exc, "orig", exc)).strip().splitlines()[0], self.spec)
+            if self.is_postgres:
+                raise StoreUnavailable(
+                    f"lost the results database at {db.where(self.url)} ({why}); "
+                    f"the {self.stored} result(s) stored before stay stored", path=self.location,
+                    fix="bring the server back; kept results reach it at the next run or with "
+                        "`harness replay`") from None
+            what = sqlite_failure(why)
+            if what is None:
                 raise
-            raise StoreUnavailable(
-                f"lost the results database at {db.where(self.url)} "
-                f"({db.redact_text(str(exc.orig).strip().splitlines()[0], self.spec)}); "
-                f"the {self.stored} result(s) stored before stay stored", path=self.location,
-                fix="bring the server back and run the remaining cases again") from None
+            if "locked" in what:
+                what += f" for over {self.wait_s:g} s (${WAIT_ENV})"
+            raise StoreUnavailable(f"the store cannot take the write: {what} ({why})", path=self.location,
+                                   fix="free space / release the lock; kept results reach the store at the next "
+                                       "run or with `harness replay`") from None
 
     def close(self):
         self.engine.dispose()
 
     # -- runs ---------------------------------------------------------------
-    def begin_run(self, env: dict, argv: list[str] | None = None, *, run_id: str | None = None) -> str:
+    def begin_run(self, env: dict, argv: list[str] | None = None, *, run_id: str | None = None,
+                  pid: int | None = None) -> str:
         """Start a run (or join it: several workers of one run each call this with
-        the same run_id, and the first one creates it)."""
+        the same run_id, and the first one creates it). The run takes the store's
+        next sequence number: its place in every ordering of runs. `pid`: the
+        process the run lives as long as (default this one)."""
         run_id = run_id or new_run_id()
-        # microseconds: runs begun within one second (xdist, many hosts) keep their order
-        row = dict(run_id=run_id, started_at=_now("microseconds"), finished_at=None, status="running",
-                   argv=json.dumps([db.redact_text(str(a), None) for a in (argv or [])]), env=json.dumps(env, default=str))
+        row = self.run_row(env, argv, run_id=run_id, pid=pid)
 
         def insert():
             try:
                 with self.engine.begin() as conn:
                     if conn.execute(sa.select(runs_t.c.run_id).where(runs_t.c.run_id == run_id)).first() is None:
-                        conn.execute(runs_t.insert().values(**row))
+                        skew = self._clock_skew(conn, datetime.fromisoformat(row["started_at"]))
+                        conn.execute(runs_t.insert().values(**row, seq=db.take_seq(conn, run_id), clock_skew_s=skew))
             except sa.exc.IntegrityError:
                 pass  # another worker of this run created it between our check and our insert
         self._write(insert)
         return run_id
+
+    def run_row(self, env: dict, argv=None, *, run_id: str, pid: int | None = None) -> dict:
+        """A new run's row (what begin_run stores, and what a journal keeps when it cannot)."""
+        # microseconds: runs begun within one second keep a readable order in the output
+        return dict(run_id=run_id, started_at=_now("microseconds"), finished_at=None, status="running",
+                    argv=json.dumps(masking.mask_data([str(a) for a in (argv or [])], self.spec)),
+                    env=json.dumps(masking.mask_data(json.loads(json.dumps(env, default=str)), self.spec)),
+                    pid=pid or os.getpid(), host=platform.node())
+
+    def _clock_skew(self, conn, local: datetime) -> float | None:
+        """Seconds this host's clock is off the store's: PostgreSQL's now(); on
+        SQLite only a clock behind the newest run's start can be seen (None: none seen)."""
+        if self.is_postgres:
+            return round((local - conn.execute(sa.select(sa.func.now())).scalar()).total_seconds(), 3)
+        prev = conn.execute(sa.select(runs_t.c.started_at).where(runs_t.c.seq.is_not(None))
+                            .order_by(runs_t.c.seq.desc()).limit(1)).scalar()
+        try:
+            behind = (local - datetime.fromisoformat(prev)).total_seconds() if prev else 0.0
+        except ValueError:
+            return None
+        return round(behind, 3) if behind < -SKEW_S else None
 
     def finish_run(self, run_id: str, status: str = "finished") -> bool:
         """Mark a run finished (or interrupted); False when the store holds no such run."""
@@ -190,12 +279,21 @@ class Store:
         return bool(self._write(update))
 
     def runs(self) -> list[dict]:
+        """Every run in the store's order (its sequence numbers; a store not yet
+        migrated to them, read-only: start time, then the order stored in)."""
         with self.engine.connect() as conn:
-            # ties (one-second times of older stores): the order they were stored in
+            have = {c["name"] for c in sa.inspect(conn).get_columns("runs")}
+            cols = [c for c in runs_t.c if c.name in have]
             tie = runs_t.c.run_id if self.is_postgres else sa.literal_column("rowid")
-            rows = conn.execute(sa.select(runs_t).order_by(runs_t.c.started_at, tie)).all()
-        return [dict(run_id=r.run_id, started_at=r.started_at, finished_at=r.finished_at, status=r.status,
-                     argv=json.loads(r.argv or "[]"), env=json.loads(r.env)) for r in rows]
+            order = (runs_t.c.seq,) if "seq" in have else (runs_t.c.started_at, tie)
+            rows = conn.execute(sa.select(*cols).order_by(*order)).all()
+        out = []
+        for r in rows:
+            m = r._mapping
+            out.append(dict(run_id=r.run_id, started_at=r.started_at, finished_at=r.finished_at, status=r.status,
+                            argv=json.loads(r.argv or "[]"), env=json.loads(r.env), seq=m.get("seq"),
+                            pid=m.get("pid"), host=m.get("host"), clock_skew_s=m.get("clock_skew_s")))
+        return out
 
     def add_run(self, run: dict) -> bool:
         """Insert a run recorded elsewhere (another host's store, an import), keeping
@@ -204,10 +302,12 @@ class Store:
             with self.engine.begin() as conn:
                 if conn.execute(sa.select(runs_t.c.run_id).where(runs_t.c.run_id == run["run_id"])).first():
                     return False
+                # its place in this store's order: when it arrives here
                 conn.execute(runs_t.insert().values(
                     run_id=run["run_id"], started_at=run["started_at"], finished_at=run.get("finished_at"),
                     status=run.get("status", "finished"), argv=json.dumps(run.get("argv") or []),
-                    env=json.dumps(run.get("env") or {}, default=str)))
+                    env=json.dumps(run.get("env") or {}, default=str), seq=db.take_seq(conn, run["run_id"]),
+                    pid=run.get("pid"), host=run.get("host"), clock_skew_s=run.get("clock_skew_s")))
                 return True
         return bool(self._write(insert))
 
@@ -301,4 +401,4 @@ def _row(result: Result) -> dict:
 
 
 def _now(timespec: str = "seconds") -> str:
-    return datetime.now(timezone.utc).isoformat(timespec=timespec)
+    return clock().isoformat(timespec=timespec)

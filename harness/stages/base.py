@@ -125,14 +125,19 @@ class StageContext:
             return str(case.suite.resolve(src.checkpoint).resolve())
         return f"{src.kind} {src.arch} (no checkpoint: randomly initialised, from {case.suite.path})"
 
-    def check_memory(self, case: Case) -> None:
-        """Refuse a case whose batch cannot fit in this host's memory (harness.metrics.memory)."""
-        if case.batch_size is None or case.target is None:
+    def check_memory(self, case: Case, batch_size: int | None = None, *, export: bool = False) -> None:
+        """Refuse a batch that cannot fit in this host's memory (harness.metrics.memory),
+        before anything of that size is exported or allocated. `export`: the batch an
+        export traces with (its input and output count; what a runtime holds comes later)."""
+        batch_size = batch_size or case.batch_size
+        if batch_size is None or case.target is None and not export:
             return
         inp = case.suite.input
-        est = memory.estimate(case.batch_size, (inp.channels, inp.size, inp.size), case.suite.source.num_classes,
-                              per_sample_activations=self.models.activation_bytes(case.suite))
-        memory.check_fits(est, where=f"{case.suite.path} ({case.name})", host_only=case.device != HOST_DEVICE)
+        acts = None if export else self.models.activation_bytes(case.suite)
+        est = memory.estimate(batch_size, (inp.channels, inp.size, inp.size), case.suite.source.num_classes,
+                              per_sample_activations=acts)
+        memory.check_fits(est, where=f"{case.suite.path} ({case.name})",
+                          host_only=export or case.device != HOST_DEVICE, what="export at batch" if export else "batch")
 
     # -- the case's artifact and runner ---------------------------------------------------
     def target_artifact(self, case: Case, res: Result):

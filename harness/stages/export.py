@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.errors import CaseSkipped
+from harness.errors import CaseSkipped, UserError
 from harness.stages.base import Case, Stage
 from harness.vocab import HOST_DEVICE, NPU_FAMILIES
 
@@ -24,12 +24,20 @@ class ExportStage(Stage):
             raise CaseSkipped("OM files are converted per Ascend target by its cases (atc on the CANN host)")
         sizes = sorted({suite.parity.batch_size} | {
             b for t in suite.targets if t.format == case.format for b in t.batch_sizes})
-        per_batch = {}
+        per_batch, refused = {}, []
         for b in sizes:
+            try:  # a batch that cannot fit is skipped; the other sizes are still exported
+                ctx.check_memory(case, b, export=True)
+            except UserError as exc:
+                refused.append(exc)
+                continue
             art = ctx.models.artifact(suite, case.format, b)
             per_batch[str(b)] = {"sha256": art.sha256, "export_s": art.export_s, "cached": art.cached,
                                  "bytes": art.path.stat().st_size}
-        res.artifact_sha256 = per_batch[str(sizes[0])]["sha256"]
         res.metrics.update(batch_sizes=sizes, artifacts=per_batch)
+        if refused:
+            done = f"; exported {', '.join(per_batch) or 'no other batch'}"
+            raise UserError(refused[0].message + done, path=refused[0].path, fix=refused[0].fix)
+        res.artifact_sha256 = per_batch[str(sizes[0])]["sha256"]
         res.reason = f"{len(sizes)} {case.format} file(s), " + (
             "all from cache" if all(v["cached"] for v in per_batch.values()) else "exported")
