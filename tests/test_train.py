@@ -150,15 +150,15 @@ def test_out_of_memory_fails_one_batch_and_the_next_runs(tmp_path, monkeypatch):
     p = suite_file(tmp_path)
     p.write_text(p.read_text().replace("batch_sizes: [4], image_size", "batch_sizes: [4, 8], image_size"))
     suite = load_suite(p, stage_sections())
-    real = training.run
+    real = launchers.isolated  # a 1-device target trains in a child process of its own
 
     def run(pl, **kw):
-        if pl["batch_size"] == 8:
-            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory: "
-                               "you tried to allocate 1 bytes. out of memory")
+        if pl["batch_size"] == 8:  # what isolated() raises when the child's log says it ran out
+            raise MemoryError("a python rank ran out of memory: [enforce fail at alloc_cpu.cpp:117] "
+                              "DefaultCPUAllocator: not enough memory: you tried to allocate 1 bytes. out of memory")
         return real(pl, **kw)
 
-    monkeypatch.setattr(training, "run", run)
+    monkeypatch.setattr(launchers, "isolated", run)
     s = HarnessSession(store=tmp_path / "r.sqlite", cache=tmp_path / "c")
     res = [s.execute(c) for c in build_plan(suite) if c.stage == "train"]
     assert [(r.batch_size, r.status) for r in res] == [(4, "passed"), (8, "failed")]

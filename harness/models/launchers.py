@@ -35,19 +35,29 @@ def command(framework: str, nproc: int, plan_path: Path, *, port: int = 29517, l
             script, str(plan_path)]
 
 
-def launch(plan: dict, *, timeout_s: float = 600.0, which=shutil.which, run=subprocess.run) -> dict:
-    """Run ``plan`` on ``plan['num_devices']`` processes; rank 0's result."""
-    framework, nproc = plan["framework"], int(plan["num_devices"])
-    tool = LAUNCHERS[framework]
-    if which(tool) is None:
+def isolated(plan: dict, *, timeout_s: float = 600.0, run=subprocess.run) -> dict:
+    """Run a 1-process ``plan`` in a child process of its own (no launcher), so the
+    framework's memory and threads leave with it instead of staying in the
+    harness's process for the rest of the run; its result."""
+    return launch(plan, timeout_s=timeout_s, run=run, single=True)
+
+
+def launch(plan: dict, *, timeout_s: float = 600.0, which=shutil.which, run=subprocess.run,
+           single: bool = False) -> dict:
+    """Run ``plan`` on ``plan['num_devices']`` processes; rank 0's result
+    (``single``: one plain child process, no launcher)."""
+    framework, nproc = plan["framework"], 1 if single else int(plan["num_devices"])
+    tool = "python" if single else LAUNCHERS[framework]
+    if not single and which(tool) is None:
         raise CaseSkipped(f"{tool} not found on PATH (it comes with "
                           f"{'torch' if framework == 'torch' else 'mindspore'}): cannot start {nproc} processes")
     with tempfile.TemporaryDirectory(prefix="harness-train-") as tmp:
         tmp = Path(tmp)
         result = tmp / "result.json"
-        plan = {**plan, "result_path": str(result)}
+        plan = {**plan, "result_path": str(result), "single_process": single}
         write_text(tmp / "plan.json", json.dumps(plan))
-        cmd = command(framework, nproc, tmp / "plan.json", log_dir=tmp / "msrun_log")
+        cmd = ([sys.executable, "-m", WORKER, str(tmp / "plan.json")] if single
+               else command(framework, nproc, tmp / "plan.json", log_dir=tmp / "msrun_log"))
         # the workers import this very harness (not another copy on the path)
         here = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
@@ -61,5 +71,6 @@ def launch(plan: dict, *, timeout_s: float = 600.0, which=shutil.which, run=subp
             raise UserError(f"{tool} with {nproc} processes failed (exit {proc.returncode}): {tail}",
                             fix=f"run the command by hand to see every rank's log: {' '.join(cmd)}")
         out = json.loads(result.read_text())
-    out["launch_command"] = " ".join(cmd[:-1] + ["PLAN.json"])
+    if not single:
+        out["launch_command"] = " ".join(cmd[:-1] + ["PLAN.json"])
     return out

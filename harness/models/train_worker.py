@@ -48,9 +48,20 @@ def _mindspore(plan: dict) -> int:
     return 0
 
 
+def _single(plan: dict) -> int:
+    """One process, no launcher and no process group: the run of a 1-device
+    target, kept out of the harness's own process (launchers.isolated)."""
+    if plan["framework"] == "mindspore":
+        mindspore_net.set_context(plan["device_target"])
+    write_text(plan["result_path"], json.dumps(training.run(plan)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     plan = json.loads(Path(argv[0]).read_text())
+    if plan.get("single_process"):
+        return _single(plan)
     return _torch(plan) if plan["framework"] == "torch" else _mindspore(plan)
 
 

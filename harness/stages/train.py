@@ -153,7 +153,8 @@ class TrainStage(Stage):
             else:
                 plan["checkpoint"] = plan["checkpoint_cache"]
         try:
-            out = launchers.launch(plan) if t.num_devices > 1 or t.launcher else training.run(plan)
+            # a 1-device target runs in a child process too: the framework's memory leaves with it
+            out = launchers.launch(plan) if t.num_devices > 1 or t.launcher else launchers.isolated(plan)
         except (CaseSkipped, UserError):
             raise
         except Exception as exc:
