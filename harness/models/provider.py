@@ -11,6 +11,7 @@ made from (:class:`harness.models.cache.ArtifactCache`).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import shutil
 import sys
 import time
@@ -119,6 +120,7 @@ class ModelProvider:
         memo = (suite.path, src.kind)
         if memo in self._nets:
             return self._nets[memo]
+        self._forget_other_networks(suite)
         if src.kind == "pytorch":  # the timm model itself (parity reference for its export)
 
             net = torch_net.build_model(src.arch, src.num_classes, self.checkpoint_of(suite), seed=src.seed)
@@ -135,6 +137,17 @@ class ModelProvider:
             raise CaseSkipped(f"source.kind is {src.kind!r}: there is no framework network to run")
         self._nets[memo] = net
         return net
+
+    def _forget_other_networks(self, suite: Suite) -> None:
+        """Networks are held for one suite at a time: a run goes suite by suite, and
+        each held network (with what its framework compiled for it) is hundreds of MB
+        that the next suite's cases would otherwise carry. A suite asked for again
+        builds its network again, with the same seed or checkpoint."""
+        stale = [k for k in self._nets if k[0] != suite.path and k[1] in ("mindcv", "pytorch", "torch")]
+        for k in stale:
+            del self._nets[k]
+        if stale:
+            gc.collect()
 
     def torch_network(self, suite: Suite):
         """The suite's network in PyTorch (the torch runner's), and what it is:
