@@ -45,6 +45,7 @@ class GateOutcome:
     notes: list[str] = field(default_factory=list)
     claims: list = field(default_factory=list)
     inconclusive: list[str] = field(default_factory=list)  # contended candidates: not judged
+    contended_keys: list[tuple[str, str, str]] = field(default_factory=list)  # (run id, model, case) of those
 
     @property
     def regressions(self) -> list[Comparison]:

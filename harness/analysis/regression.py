@@ -321,7 +321,7 @@ def evaluate(history: History, *, candidate_runs: list[str] | None = None, basel
     for r in sorted(pool, key=lambda r: (run_order(runs.get(r.run_id, {})), r.created_at)):
         if _clean(r, runs):
             by_case[(r.model, r.case)].append(r)
-    comparisons, missing_base, inconclusive, seen = [], [], [], set()
+    comparisons, missing_base, inconclusive, seen, contended_keys = [], [], [], set(), []
     stale_keys = {tuple(x.split(":", 1)[0].split(" ", 1)) for x in stale}
     for cand in cand_results:
         if cand.stage not in gated_stages or cand.status not in ("passed", "failed"):
@@ -334,6 +334,7 @@ def evaluate(history: History, *, candidate_runs: list[str] | None = None, basel
                                 f"machine in {cont.metrics.get('n_contended')} of "
                                 f"{len(cont.metrics.get('repetitions') or [])} repetitions): not judged; rerun it "
                                 f"(harness gate --remeasure)")
+            contended_keys.append((cand.run_id, cand.model, cand.case))
             continue
         key, mclass = benchmark_key(cand), classes.get(cand.run_id) or machine_class(None)
         start = run_order(runs[cand.run_id]) if cand.run_id in runs else last
@@ -372,7 +373,7 @@ def evaluate(history: History, *, candidate_runs: list[str] | None = None, basel
         why = f"{got.status}: {got.reason}" if got else "not run"
         missing_cand.append(f"{case[0]} {case[1]}: {why}")
     return GateOutcome(comparisons, sorted(missing_base), sorted(set(missing_cand)), list(cands), notes,
-                       inconclusive=inconclusive)
+                       inconclusive=inconclusive, contended_keys=contended_keys)
 
 
 def evaluate_claims(history: History, run_ids: list[str], baselines) -> tuple[list, str | None]:

@@ -22,15 +22,10 @@ import json
 import sys
 from pathlib import Path
 
-from harness.analysis.regression import (
-    DEFAULT_HISTORY,
-    DEFAULT_METRICS,
-    METRIC_DIRECTION,
-    evaluate,
-    evaluate_claims,
-    format_outcome,
-)
+from harness.analysis.gate_outcome import format_outcome
+from harness.analysis.regression import DEFAULT_HISTORY, DEFAULT_METRICS, METRIC_DIRECTION, evaluate, evaluate_claims
 from harness.analysis.thresholds import load_thresholds
+from harness.cli.remeasure import DEFAULT_BUDGET_S, remeasure
 from harness.config.baselines import load_baselines, locate_baselines
 from harness.errors import ExitCode, UserError
 from harness.fsio import atomic_path, check_writable, write_text
@@ -48,7 +43,8 @@ EXIT_CODES = f"""exit codes:
   {ExitCode.USAGE:d}  usage error (bad arguments)
   {ExitCode.INPUT:d}  input error: store missing, corrupt, foreign or newer than this harness; bad thresholds file
   {ExitCode.NOTHING_COMPARED:d}  nothing compared: no candidate result had a clean earlier result of its benchmark key
-  {ExitCode.INCONCLUSIVE:d}  inconclusive: every candidate result was contended (measured beside busy processes)
+  {ExitCode.INCONCLUSIVE:d}  inconclusive: no regression, but a candidate was contended (measured beside busy
+     processes) or its interval was too wide to decide; `gate --remeasure` measures those again
 """
 
 
@@ -99,11 +95,30 @@ def _check_json(args) -> None:
 
 def _cmd_gate(args) -> int:
     _check_json(args)
-    # only the candidate runs and the newest --history clean results of each case are read
-    history = load_history(args.store, gate_depth=args.history, candidates=args.run)
-    out = evaluate(history, candidate_runs=history.candidates, metrics=args.metric or _default_metrics(),
-                   thresholds=_thresholds(args), depth=args.history, models=args.model, devices=args.device)
+    th = _thresholds(args)
     bf = _baselines(args)
+    pinned: list[str] = []
+    last: dict = {}
+
+    def judge(remeasured: dict):
+        # only the candidate runs and the newest --history clean results of each case are read
+        history = load_history(args.store, gate_depth=args.history,
+                               candidates=[*(pinned or args.run or []), *remeasured] if args.run else None)
+        if args.run and not pinned:
+            pinned.extend(history.candidates or [])
+        out = evaluate(history, candidate_runs=list(pinned) if args.run else None,
+                       metrics=args.metric or _default_metrics(), thresholds=th, depth=args.history,
+                       models=args.model, devices=args.device, remeasured=remeasured)
+        last["history"] = history
+        return history, out
+
+    if args.remeasure is not None:
+        if args.remeasure <= 0:
+            raise _Usage("--remeasure takes a budget in seconds above 0 (e.g. --remeasure=300)")
+        out = remeasure(judge, args.remeasure, (args.store or [None])[0], say=print)
+        history = last["history"]
+    else:
+        history, out = judge({})
     out.claims, note = evaluate_claims(history, out.candidate_runs, bf)
     if note:
         out.notes.append(note)
@@ -220,6 +235,11 @@ def _gate_options(p, *, candidates: bool):
         p.add_argument("--history", type=int, default=DEFAULT_HISTORY, metavar="N",
                        help=f"follow the newest N clean earlier runs of each benchmark key (default {DEFAULT_HISTORY})")
         p.add_argument("--baselines", help="baselines.yaml for relative-device claims (default ./baselines.yaml)")
+        p.add_argument("--remeasure", nargs="?", type=float, const=DEFAULT_BUDGET_S, default=None, metavar="SECONDS",
+                       help="run again, on this machine and into the same store, the candidate cases the gate could "
+                            "not judge (contended, or an interval too wide to decide), round after round until "
+                            f"each is decided or SECONDS are spent (default {DEFAULT_BUDGET_S:g}); then judge again. "
+                            "The suites are found from the candidate run's command line, from this directory")
 
 
 def register(sub) -> None:
