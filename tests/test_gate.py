@@ -55,14 +55,15 @@ def test_nothing_compared_fails_and_lists_both_sides(store_spec, capsys):
     assert rc == EXIT_NOTHING_COMPARED
     assert "GATE FAIL: 0 of 5 compared" in out
     assert "missing on the baseline side (5)" in out and "no clean earlier result" in out
-    # a run that measured nothing the history has: the candidate side is listed
+    # a newer run that measured nothing: it hides nothing (the older run's results are still the
+    # candidates, still without history) and is named on the candidate side
     store = Store(path)
     rid = store.begin_run(env(), [])
     store.finish_run(rid)
     store.close()
     rc, out = gate(capsys, "--store", str(path))
-    assert rc == EXIT_NOTHING_COMPARED and "0 of 0 compared" in out
-    assert "missing on the candidate side (5)" in out and "not run" in out
+    assert rc == EXIT_NOTHING_COMPARED and "0 of 5 compared" in out
+    assert "missing on the candidate side (5)" in out and f"not run in the newest run {rid}" in out
 
 
 def test_interrupted_and_failed_runs_never_baseline(store_spec):

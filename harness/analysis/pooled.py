@@ -163,13 +163,15 @@ def _log_threshold(rel: float, higher_is_better: bool) -> float:
     return -math.log1p(-rel) if higher_is_better else math.log1p(rel)
 
 
-def decide(ch: Change, rel_threshold: float, higher_is_better: bool) -> str:
-    """regression | improvement | unchanged (pass) | inconclusive."""
+def decide(ch: Change, rel_threshold: float, higher_is_better: bool, *, need_between: bool = True) -> str:
+    """regression | improvement | unchanged (pass) | inconclusive. ``need_between``:
+    with no group of two runs the between-run spread is unknown, and a within-run
+    interval alone decides nothing (`compare A B` of two single runs says False)."""
     bad = -ch.d if higher_is_better else ch.d  # positive: worse
     h = ch.q * ch.se
     t_bad = _log_threshold(rel_threshold, higher_is_better)
     t_good = _log_threshold(rel_threshold, not higher_is_better)
-    if not math.isfinite(h):
+    if not math.isfinite(h) or (need_between and ch.within_only):
         return "inconclusive"
     if bad - h > 0 and bad > t_bad:
         return "regression"
@@ -195,6 +197,9 @@ def needed(ch: Change, rel_threshold: float, higher_is_better: bool) -> Need:
     """What precision would decide an inconclusive change, at its current estimate."""
     bad = -ch.d if higher_is_better else ch.d
     t_bad = _log_threshold(rel_threshold, higher_is_better)
+    if ch.within_only:
+        return Need(math.nan, ch.cand_reps, 1, "the between-run spread of this key is unknown with one clean run "
+                                               "a side: needs another clean run of it (or `gate --remeasure`)")
     h_star = t_bad - bad if bad < t_bad else bad  # toward pass, or toward regression
     shown = math.expm1(h_star)
     if h_star <= 1e-4:

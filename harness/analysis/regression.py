@@ -8,18 +8,21 @@ version fields that changed where the figure moved are reported as the
 suspects.
 
 - throughput / latency: the unit of evidence is a run's estimate with its
-  95% interval over repetitions (harness.metrics.timing). Change points are
-  found over the key's series of per-run estimates (PELT from ``ruptures``,
-  kept only when past the threshold AND the intervals before and after are
-  apart: harness.analysis.changepoints). Until a series holds enough clean
-  runs for that, the candidate is held against the previous run by their
-  run-level intervals, and the gate says how many more runs detection needs.
-  Per-iteration samples are never treated as independent evidence.
+  within-run 95% interval over repetitions (harness.metrics.timing). The
+  candidate is held against the pooled clean history of its key, every run a
+  replicate, between-run spread included (harness.analysis.pooled): PASS only
+  when the change interval's bad-side bound is inside the threshold,
+  REGRESSION when it excludes 0 and the change is past the threshold,
+  INCONCLUSIVE otherwise with the precision that would decide it. From 6
+  clean runs, change points over the key's series (PELT from ``ruptures``:
+  harness.analysis.changepoints) choose the segment the candidate is held
+  against, and a recent change's later runs join the candidate. Per-iteration
+  samples are never treated as independent evidence.
 - top1 / top5: Fisher's exact test on the correct / wrong image counts.
 
 A contended candidate (other processes busy while it was measured) is never
 judged and never a reference: the gate says "inconclusive: contended", and
-when every candidate is contended it exits with its own code. Interrupted,
+the gate exits INCONCLUSIVE unless something regressed. Interrupted,
 still-running, failed or truncated results are never the reference. A gate
 that compared nothing does not pass.
 """
@@ -138,7 +141,7 @@ def _flags(r: Result) -> str:
 
 
 def compare_series(hist: list[Result], cand: Result, metric: str, th: Thresholds, envs: dict,
-                   extra: list[Result] | tuple = ()) -> Comparison | None:
+                   extra: list[Result] | tuple = (), need_between: bool = True) -> Comparison | None:
     """`cand` against the history of its benchmark key (oldest first), or None
     when the metric was not measured on both sides. ``extra``: later runs of the
     same candidate (`gate --remeasure`), pooled with it as replicates."""
@@ -175,7 +178,7 @@ def compare_series(hist: list[Result], cand: Result, metric: str, th: Thresholds
                           reason=f"{metric} {base:.4g} -> {c:.4g}: not judged, no run-level interval on {side} "
                                  f"(results stored before repetitions, or a single repetition)")
     ch = pooled_change(est_ref, est_c)
-    v = decide(ch, rel, higher)
+    v = decide(ch, rel, higher, need_between=need_between)
     bb = bad_bound(ch, higher)
     lim = f"{-rel:+.0%}" if higher else f"{rel:+.0%}"
     shown = (f"{ch.ref_level:.4g} -> {ch.cand_level:.4g} ({ch.rel:+.1%}, 95% CI {ch.lo:+.1%} to {ch.hi:+.1%}; "
@@ -196,7 +199,8 @@ def compare_series(hist: list[Result], cand: Result, metric: str, th: Thresholds
     elif v == "unchanged":
         why = f"bad-side bound inside {lim}: pass"
     else:
-        why = f"neither within {lim} nor a change past {thr} that excludes 0: {need.text}"
+        why = need.text if ch.within_only else \
+            f"neither within {lim} nor a change past {thr} that excludes 0: {need.text}"
     between = (f"between-run sd {ch.tau:.1%} ({ch.tau_df} df)" if not ch.within_only else
                "between-run spread unknown (no two clean runs in a group): within-run intervals only")
     cal = math.expm1(Z95 * math.sqrt((0.0 if ch.within_only else ch.tau ** 2) + est_c[-1].se ** 2))
@@ -360,7 +364,8 @@ def evaluate(history: History, *, candidate_runs: list[str] | None = None, basel
             continue
         for m in metrics:
             if METRIC_STAGE[m] == cand.stage:
-                c = compare_series(hist, group[0], m, th, envs, extra=group[1:])
+                c = compare_series(hist, group[0], m, th, envs, extra=group[1:],
+                                   need_between=baseline_runs is None)
                 if c is not None:
                     c.stale = (cand.model, cand.case) in stale_keys
                     comparisons.append(c)

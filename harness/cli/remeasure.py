@@ -28,15 +28,22 @@ DEFAULT_BUDGET_S = 300.0
 TIMED_STAGES = ("throughput",)
 
 
-def undecided(out, history, remeasured: dict[str, str]) -> dict[str, set[tuple[str, str]]]:
-    """{original candidate run: {(model, case)}} of this host's undecided candidates."""
-    here = socket.gethostname()
+def this_host() -> str:
+    return socket.gethostname()
+
+
+def undecided(out, history, remeasured: dict[str, str], elsewhere: list | None = None) -> dict[str, set]:
+    """{original candidate run: {(model, case)}} of this host's undecided candidates
+    (another host's go to ``elsewhere``)."""
+    here = this_host()
     todo: dict[str, set] = {}
     keys = [(c.candidate_run, c.model, c.case) for c in out.undecided] + list(out.contended_keys)
     for rid, model, case in keys:
         orig = remeasured.get(rid, rid)
         host = ((history.runs.get(orig) or {}).get("env") or {}).get("hostname")
         if host not in (None, here):
+            if elsewhere is not None:
+                elsewhere.append(f"{model} {case} (host {host})")
             continue  # another host's candidate: remeasure it there
         todo.setdefault(orig, set()).add((model, case))
     return todo
@@ -90,7 +97,11 @@ def remeasure(judge, budget_s: float, store: str | None, say=print):
     last_round = 0.0
     rounds = 0
     while True:
-        todo = undecided(out, history, remeasured)
+        other: list[str] = []
+        todo = undecided(out, history, remeasured, other)
+        if other and not rounds:
+            out.notes.append(f"remeasure: {len(other)} undecided case(s) were measured on another host; "
+                             f"remeasure them there: {', '.join(sorted(other))}")
         if not todo:
             break
         left = budget_s - (time.monotonic() - t0)

@@ -12,7 +12,8 @@ what was not written.
 Exit codes (gate and compare): 0 pass; 1 a significant regression or a
 failed measured claim; 2 usage; 3 error in the input (missing, corrupt or
 foreign store, newer format, bad thresholds file); 4 nothing was compared
-("0 of N compared"). `readme --check`: 0 up to date, 1 stale.
+("0 of N compared"); 6 inconclusive (a candidate contended or too imprecise
+to decide, and no regression). `readme --check`: 0 up to date, 1 stale.
 """
 
 from __future__ import annotations
@@ -274,19 +275,21 @@ def register(sub) -> None:
 
     gate = sub.add_parser(
         "gate", help="fail on regressions against history and on failed claims (nightly CI)", formatter_class=fmt,
-        description="Hold the candidate runs (default: the newest run of each host) against history: each result\n"
-                    "follows the earlier results of its benchmark key (model, case, device, batch, precision,\n"
-                    "scope, input size) on the same machine class, across versions. Throughput and latency:\n"
-                    "change points over the per-run estimates (each a median with its 95%% interval over\n"
-                    "repetitions), a change counting only past its threshold AND with the intervals apart; the\n"
-                    "version fields that changed there are named as suspects. With fewer runs than detection\n"
-                    "needs, the candidate is held against the previous run by their intervals. top1/top5:\n"
-                    "Fisher's exact test. Contended results (busy neighbours) are never judged nor a reference.\n"
-                    "Also evaluates the relative-device claims in baselines.yaml on the candidate results; a\n"
-                    "failed measured claim fails the gate. A gate that compared nothing fails and lists what\n"
-                    "is missing on each side.\n\n"
+        description="Hold the candidates (default: per benchmark key, the newest run of each host that measured it;\n"
+                    "a run that only skipped a case does not hide the run before it) against history: each result\n"
+                    "follows the clean earlier results of its benchmark key on the same machine class, across\n"
+                    "versions. Throughput and latency: the change against the pooled clean history (all its runs\n"
+                    "as replicates, so the spread between runs counts) with a 95% interval. REGRESSION: the\n"
+                    "interval excludes 0 and the change is past the threshold; PASS: the interval's bad-side bound\n"
+                    "is inside the threshold; INCONCLUSIVE otherwise, saying what precision would decide it. From\n"
+                    "6 clean runs, change points (PELT) pick the segment the candidate is held against. top1/top5:\n"
+                    "Fisher's exact test. Contended results (busy neighbours) are never judged nor a reference;\n"
+                    "--remeasure runs those, and the undecided, again. Also evaluates the relative-device claims\n"
+                    "in baselines.yaml on the candidate results; a failed measured claim fails the gate. A gate that\n"
+                    "compared nothing fails and lists what is missing on each side.\n\n"
                     "examples:\n  harness gate --store history.sqlite\n"
-                    "  harness gate --store history.sqlite --store host-310p.sqlite --thresholds gate.yaml",
+                    "  harness gate --store history.sqlite --store host-310p.sqlite --thresholds gate.yaml\n"
+                    "  harness run suites -m cpu && harness gate --remeasure      # a CPU nightly",
         epilog=EXIT_CODES)
     _gate_options(gate, candidates=True)
     gate.set_defaults(func=_wrap(_cmd_gate))
