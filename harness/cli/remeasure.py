@@ -120,7 +120,9 @@ def remeasure(judge, budget_s: float, store: str | None, say=print):
                 continue
             before = set(history.runs)
             say(f"remeasure: round {rounds + 1}: {len(ids)} case(s) of run {orig}", file=sys.stderr)
-            rc = run_round(ids, store, left)
+            # the budget decides whether a round starts; a started round is not cut short
+            # (a killed `harness run` leaves a run without its results), only stopped at a safety limit
+            rc = run_round(ids, store, max(2 * left, 600.0))
             history, _ = judge(remeasured)
             new = [rid for rid in history.runs if rid not in before]
             for rid in new:
