@@ -206,6 +206,13 @@ class Trial:
         return p.returncode, p.stdout
 
 
+def label(code: int, text_or_comparison) -> str:
+    """The verdict, with IMPROVEMENT (exit 0, but not a pass within the threshold) told apart."""
+    c = text_or_comparison
+    improved = (c.verdict == "improvement") if hasattr(c, "verdict") else ("IMPROVEMENT" in (c or ""))
+    return "IMPROVEMENT" if code == ExitCode.OK and improved else VERDICT[code]
+
+
 def judge(store: Path, runs: list[str] | None = None) -> tuple[int, object]:
     """The gate's verdict on the newest run, over the whole store or a subset of its runs."""
     h = load_history([store])
@@ -292,36 +299,31 @@ def main() -> None:
             shutil.copy(s, s3)
             with Busy():
                 a4 = tr.night(s, a)
-            code, _ = judge(s)
-            counts["A/A beside a busy core, plain gate"].append(VERDICT[code])
-            code, text = tr.remeasure_gate(s, args.remeasure)
-            counts["A/A beside a busy core, then gate --remeasure (neighbour stopped)"].append(VERDICT[code])
+            counts["A/A beside a busy core, plain gate"].append(label(*judge(s)))
+            counts["A/A beside a busy core, then gate --remeasure (neighbour stopped)"].append(
+                label(*tr.remeasure_gate(s, args.remeasure)))
             aa_clean = [r.run_id for r in load_history([s]).results
                         if r.stage == "throughput" and not r.metrics.get("contended")]
             b17 = tr.night(s, bs[0.17][0])
-            code, _ = judge(s)
-            counts["B17 after 3 A + busy A (+ its remeasure runs), plain gate"].append(VERDICT[code])
-            code, text17 = tr.remeasure_gate(s, args.remeasure)
-            counts["B17 after 3 A + busy A, gate --remeasure"].append(VERDICT[code])
+            counts["B17 after 3 A + busy A (+ its remeasure runs), plain gate"].append(label(*judge(s)))
+            counts["B17 after 3 A + busy A, gate --remeasure"].append(label(*tr.remeasure_gate(s, args.remeasure)))
             # the derived cells: the same measurements, the history as of fewer runs
-            counts["history 1: A1 -> B17, plain"].append(VERDICT[judge(s, [a_ids[0], b17])[0]])
-            counts["history 1: A/A A1 -> A2, plain"].append(VERDICT[judge(s, a_ids[:2])[0]])
-            counts["history 3: A1..A3 -> B17, plain"].append(VERDICT[judge(s, [*a_ids, b17])[0]])
+            counts["history 1: A1 -> B17, plain"].append(label(*judge(s, [a_ids[0], b17])))
+            counts["history 1: A/A A1 -> A2, plain"].append(label(*judge(s, a_ids[:2])))
+            counts["history 3: A1..A3 -> B17, plain"].append(label(*judge(s, [*a_ids, b17])))
             clean_a = [r for r in aa_clean if r != a4]
             if len(clean_a) >= 6:
-                counts["history 6: 6 clean A -> B17, plain"].append(VERDICT[judge(s, [*clean_a[:6], b17])[0]])
+                counts["history 6: 6 clean A -> B17, plain"].append(label(*judge(s, [*clean_a[:6], b17])))
             if len(clean_a) >= 4:
                 counts["history 3: A/A A1..A3 -> a remeasured A, plain"].append(
-                    VERDICT[judge(s, [*a_ids, clean_a[3]])[0]])
+                    label(*judge(s, [*a_ids, clean_a[3]])))
             b10 = tr.night(s3, bs[0.10][0])
-            counts["B10 after 3 A, plain gate"].append(VERDICT[judge(s3)[0]])
-            code, _ = tr.remeasure_gate(s3, args.remeasure)
-            counts["B10 after 3 A, gate --remeasure"].append(VERDICT[code])
+            counts["B10 after 3 A, plain gate"].append(label(*judge(s3)))
+            counts["B10 after 3 A, gate --remeasure"].append(label(*tr.remeasure_gate(s3, args.remeasure)))
             bi = tr.night(s3, bs[0.17][0], IMPRECISE)
-            code, c = judge(s3, [*a_ids, bi])
-            counts["B17 imprecise (2 short reps) after 3 A, plain"].append(VERDICT[code])
+            counts["B17 imprecise (2 short reps) after 3 A, plain"].append(label(*judge(s3, [*a_ids, bi])))
             b5 = tr.night(s3, bs[0.05][0])
-            counts["B5 after 3 A, plain"].append(VERDICT[judge(s3, [*a_ids, b5])[0]])
+            counts["B5 after 3 A, plain"].append(label(*judge(s3, [*a_ids, b5])))
             stores += [s, s3]
             del b10
             print(f"trial {k}: loadavg {load} -> {open('/proc/loadavg').read().split()[0]}, "
@@ -332,7 +334,7 @@ def main() -> None:
         for i, (name, vs) in enumerate(counts.items()):
             n = len(vs)
             print(f"  [{i}] {name}: " + ", ".join(f"{v} {ci(vs.count(v), n)}" for v in
-                                            ("REGRESSION", "PASS", "INCONCLUSIVE", "NOTHING") if v in vs))
+                                            ("REGRESSION", "PASS", "IMPROVEMENT", "INCONCLUSIVE", "NOTHING") if v in vs))
         coverage(stores)
         print(f"loadavg at the end: {open('/proc/loadavg').read().strip()}")
 
