@@ -49,5 +49,5 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad command line, or nothing selected
     INPUT = 3  # a problem with the user's input: bad suite, missing or foreign file, bad store
     NOTHING_COMPARED = 4  # gate: no candidate had a reference to compare with
-    INCONCLUSIVE = 5  # gate: every candidate result was contended (measured beside busy neighbours)
+    INCONCLUSIVE = 6  # gate/compare: a candidate could not be judged (contended, or its interval too wide)
     NOT_STORED = 7  # run: results were measured but the store could not take them; kept in the journal

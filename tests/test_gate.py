@@ -42,7 +42,7 @@ def test_slow_run_is_a_regression_in_both_directions(store_spec, capsys):
     assert rc == EXIT_REGRESSION
     # throughput down and latency up are both worse
     assert "REGRESSION  se_resnext50 throughput[cpu-onnxruntime-fp32-bs8]: throughput_ips" in out
-    assert "latency_ms_p50" in out and "run-level intervals" in out and "GATE FAIL" in out
+    assert "latency_ms_p50" in out and "bad-side bound" in out and "GATE FAIL" in out
     # a per-device override can allow it
     rc, out = gate(capsys, "--store", str(path), "--threshold", "throughput_ips=30%",
                    "--threshold", "latency_ms_*=40%")
@@ -55,14 +55,15 @@ def test_nothing_compared_fails_and_lists_both_sides(store_spec, capsys):
     assert rc == EXIT_NOTHING_COMPARED
     assert "GATE FAIL: 0 of 5 compared" in out
     assert "missing on the baseline side (5)" in out and "no clean earlier result" in out
-    # a run that measured nothing the history has: the candidate side is listed
+    # a newer run that measured nothing: it hides nothing (the older run's results are still the
+    # candidates, still without history) and is named on the candidate side
     store = Store(path)
     rid = store.begin_run(env(), [])
     store.finish_run(rid)
     store.close()
     rc, out = gate(capsys, "--store", str(path))
-    assert rc == EXIT_NOTHING_COMPARED and "0 of 0 compared" in out
-    assert "missing on the candidate side (5)" in out and "not run" in out
+    assert rc == EXIT_NOTHING_COMPARED and "0 of 5 compared" in out
+    assert "missing on the candidate side (5)" in out and f"not run in the newest run {rid}" in out
 
 
 def test_interrupted_and_failed_runs_never_baseline(store_spec):
@@ -100,8 +101,9 @@ def test_results_without_repetitions_are_not_judged_and_accuracy_uses_fisher(sto
     store.close()
     out = evaluate(load_history([path]))
     tests = {c.metric: c for c in out.comparisons}
-    # a 20% drop with no run-level interval is reported, never judged on per-iteration samples
-    assert tests["throughput_ips"].verdict == "unchanged" and "not judged" in tests["throughput_ips"].reason
+    # a 20% drop with no run-level interval is reported, never judged on per-iteration samples,
+    # and never passes either: it could not have been seen
+    assert tests["throughput_ips"].verdict == "inconclusive" and "not judged" in tests["throughput_ips"].reason
     assert tests["top1"].test == "fisher" and tests["top1"].verdict == "regression"
     assert tests["top5"].verdict == "unchanged"
 

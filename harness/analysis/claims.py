@@ -43,6 +43,9 @@ class ClaimVerdict:
     reason: str
     source: dict  # {document, section}
     origin: str  # "measured" or "published"
+    # "missing" because the store never measured one of its devices at all (not
+    # just not in this run): a CPU-only nightly says so once, not per claim
+    unmeasured: bool = False
 
 
 # A choice, not a published figure: a cell is an outlier when it is below 60%
@@ -80,7 +83,8 @@ def _usable(r: Result, model: str, metric: str) -> bool:
     m = r.metrics or {}
     return (r.model == model and r.stage == "throughput" and r.status in ("passed", "failed")
             and r.batch_size is not None and isinstance(m.get(metric), (int, float))
-            and m.get("origin", "measured") != "published" and not cmp.is_null(r))
+            and m.get("origin", "measured") != "published" and not cmp.is_null(r)
+            and not m.get("contended"))  # measured beside busy neighbours: says nothing of the device
 
 
 def _per_batch(results: list[Result], metric: str) -> dict[int, tuple[float, Result]]:
@@ -145,10 +149,13 @@ def _outlier_note(tables: dict[str, dict[int, float]]) -> str:
 
 
 # -- measured ----------------------------------------------------------------
-def evaluate_claims(results: list[Result], claims: list[Claim]) -> list[ClaimVerdict]:
+def evaluate_claims(results: list[Result], claims: list[Claim],
+                    ever_measured: set[str] | None = None) -> list[ClaimVerdict]:
     """Each claim against measured throughput results (from any number of
     hosts). Published figures imported into the store (metrics.origin
-    "published") are left out: `evaluate_published` covers those."""
+    "published") are left out: `evaluate_published` covers those; so are
+    contended results. ``ever_measured``: the devices the store has any result
+    of; a claim missing a device outside it is marked ``unmeasured``."""
     out = []
     newer = {id(r): i for i, r in enumerate(results)}  # the store's order, not the hosts' clocks
     for claim in claims:
@@ -162,8 +169,12 @@ def evaluate_claims(results: list[Result], claims: list[Claim]) -> list[ClaimVer
                                                     ("denominator", claim.denominator, claim.denominator_model))
                    if not sides[role]]
         if missing:
-            out.append(_verdict(claim, "measured", None, None,
-                                reason_missing=f"no measured {metric} of {claim.model} on {' or '.join(missing)}"))
+            v = _verdict(claim, "measured", None, None,
+                         reason_missing=f"no measured {metric} of {claim.model} on {' or '.join(missing)}")
+            v.unmeasured = ever_measured is not None and any(
+                d not in ever_measured for d, role in ((claim.numerator, "numerator"),
+                                                       (claim.denominator, "denominator")) if not sides[role])
+            out.append(v)
             continue
         groups = {role: defaultdict(list) for role in sides}
         for role, rs in sides.items():

@@ -8,18 +8,21 @@ version fields that changed where the figure moved are reported as the
 suspects.
 
 - throughput / latency: the unit of evidence is a run's estimate with its
-  95% interval over repetitions (harness.metrics.timing). Change points are
-  found over the key's series of per-run estimates (PELT from ``ruptures``,
-  kept only when past the threshold AND the intervals before and after are
-  apart: harness.analysis.changepoints). Until a series holds enough clean
-  runs for that, the candidate is held against the previous run by their
-  run-level intervals, and the gate says how many more runs detection needs.
-  Per-iteration samples are never treated as independent evidence.
+  within-run 95% interval over repetitions (harness.metrics.timing). The
+  candidate is held against the pooled clean history of its key, every run a
+  replicate, between-run spread included (harness.analysis.pooled): PASS only
+  when the change interval's bad-side bound is inside the threshold,
+  REGRESSION when it excludes 0 and the change is past the threshold,
+  INCONCLUSIVE otherwise with the precision that would decide it. From 6
+  clean runs, change points over the key's series (PELT from ``ruptures``:
+  harness.analysis.changepoints) choose the segment the candidate is held
+  against, and a recent change's later runs join the candidate. Per-iteration
+  samples are never treated as independent evidence.
 - top1 / top5: Fisher's exact test on the correct / wrong image counts.
 
 A contended candidate (other processes busy while it was measured) is never
 judged and never a reference: the gate says "inconclusive: contended", and
-when every candidate is contended it exits with its own code. Interrupted,
+the gate exits INCONCLUSIVE unless something regressed. Interrupted,
 still-running, failed or truncated results are never the reference. A gate
 that compared nothing does not pass.
 """
@@ -33,13 +36,11 @@ from dataclasses import asdict, dataclass, field
 
 
 from harness.analysis import claims as claims_mod
-from harness.analysis.changepoints import (
-    Point,
-    compare_runs,
-    detect_changes,
-    version_diff,
-)
+from harness.analysis.changepoints import Point, detect_changes, version_diff
+from harness.analysis.pooled import Z95, RunEstimate, bad_bound, decide, needed, pooled_change, run_estimate
+from harness.analysis.candidates import measured, per_key
 from harness.analysis.comparability import comparable
+from harness.analysis.gate_outcome import Comparison, GateOutcome, format_outcome  # noqa: F401 (re-exported)
 from harness.analysis.thresholds import Thresholds
 from harness.errors import ExitCode, UserError
 from harness.results import Result
@@ -48,7 +49,6 @@ from harness.results.identity import benchmark_key, machine_class, same_key, ver
 from harness.vocab import GATED_METRICS, METRICS
 
 DEFAULT_METRICS = GATED_METRICS
-EXIT_PASS, EXIT_REGRESSION, EXIT_NOTHING_COMPARED = ExitCode.OK, ExitCode.FAILED, ExitCode.NOTHING_COMPARED
 METRIC_DIRECTION = {k: m.direction for k, m in METRICS.items() if m.stage in ("throughput", "accuracy")}
 METRIC_STAGE = {k: m.stage for k, m in METRICS.items() if m.stage in ("throughput", "accuracy")}
 # the stored interval of a metric: (low, high) keys in Result.metrics
@@ -60,65 +60,6 @@ DEFAULT_REL = 0.05
 
 # Newest clean runs of a key the change-point detection looks at.
 DEFAULT_HISTORY = 30
-
-
-# -- comparing ----------------------------------------------------------------
-@dataclass
-class Comparison:
-    model: str
-    case: str
-    device: str
-    metric: str
-    direction: str
-    baseline: float  # the reference level: the segment before the change, or the previous run
-    candidate: float
-    change: float  # relative change, candidate / baseline - 1 (signed as measured)
-    threshold: str
-    test: str
-    p_value: float | None
-    verdict: str  # regression | improvement | unchanged
-    reason: str
-    notice: str = ""
-    baseline_runs: list[str] = field(default_factory=list)
-    candidate_run: str = ""
-    change_ci: list[float] | None = None  # 95% interval of the relative change
-    change_run: str | None = None  # the run where the level changed
-    suspects: list[str] = field(default_factory=list)  # version fields that changed there
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class GateOutcome:
-    comparisons: list[Comparison]
-    missing_baseline: list[str]
-    missing_candidate: list[str]
-    candidate_runs: list[str]
-    notes: list[str] = field(default_factory=list)
-    claims: list = field(default_factory=list)
-    inconclusive: list[str] = field(default_factory=list)  # contended candidates: not judged
-
-    @property
-    def regressions(self) -> list[Comparison]:
-        return [c for c in self.comparisons if c.verdict == "regression"]
-
-    @property
-    def failed_claims(self) -> list:
-        return [c for c in self.claims if getattr(c, "origin", "measured") == "measured" and c.verdict == "fail"]
-
-    @property
-    def exit_code(self) -> int:
-        if self.regressions or self.failed_claims:
-            return EXIT_REGRESSION
-        if not self.comparisons:
-            return ExitCode.INCONCLUSIVE if self.inconclusive else EXIT_NOTHING_COMPARED
-        return EXIT_PASS
-
-    @property
-    def verdict(self) -> str:
-        return {EXIT_PASS: "pass", EXIT_REGRESSION: "fail", EXIT_NOTHING_COMPARED: "fail",
-                ExitCode.INCONCLUSIVE: "inconclusive"}[self.exit_code]
 
 
 def _fisher(metric: str, base: Result, cand: Result) -> tuple[str, float | None]:
@@ -162,74 +103,121 @@ def _notice(cand: Result, metric: str, change: float, th: Thresholds, rel: float
             f"threshold: if this is intended, update the reference (baselines.yaml or the pinned baseline run)")
 
 
-def compare_series(hist: list[Result], cand: Result, metric: str, th: Thresholds, envs: dict) -> Comparison | None:
+def _estimate(r: Result, metric: str) -> RunEstimate:
+    lo_k, hi_k = CI_KEYS.get(metric, (None, None))
+    m = r.metrics
+    return run_estimate(float(m[metric]), m.get(lo_k), m.get(hi_k), len(_reps(r, metric) or []),
+                        m.get("ci_method"), r.run_id)
+
+
+def _groups(hist: list[Result], cand: Result, metric: str, direction: str, rel: float, envs: dict):
+    """(reference runs, candidate runs, change point or None, detection note). Below the
+    runs change-point detection needs: every clean run is the reference. Above: the
+    reference is the level the candidate is held against (the segment before a
+    suspected or recently confirmed change, else the candidate's own segment) and a
+    change's newer runs join the candidate as replicates."""
+    series = [*hist, cand]
+    an = detect_changes([point_of(r, metric, envs.get(r.run_id)) for r in series], direction=direction,
+                        rel_threshold=rel)
+    if an.status != "ok":
+        return hist, [cand], None, f"change-point detection needs {an.needed} more clean run(s)"
+    note = f"change points over {an.n_used} clean run(s) (PELT; noise {an.sigma_rel:.1%})"
+    cps = [c.index for c in an.change_points]
+    if an.tail is not None:
+        cp, start = an.tail, an.tail.index
+        seg0 = cps[-1] if cps else 0
+    elif an.verdict() in ("regression", "improvement"):
+        cp, start = an.newest, an.newest.index
+        seg0 = cps[-2] if len(cps) > 1 else 0
+    else:
+        return series[(cps[-1] if cps else 0):-1], [cand], None, note
+    return series[seg0:start], series[start:], cp, note
+
+
+def _flags(r: Result) -> str:
+    m = r.metrics
+    f = [w for w, on in (("imprecise", m.get("precise") is False), ("unstable", bool(m.get("unstable")))) if on]
+    return f" ({', '.join(f)})" if f else ""
+
+
+def compare_series(hist: list[Result], cand: Result, metric: str, th: Thresholds, envs: dict,
+                   extra: list[Result] | tuple = (), need_between: bool = True) -> Comparison | None:
     """`cand` against the history of its benchmark key (oldest first), or None
-    when the metric was not measured on both sides."""
+    when the metric was not measured on both sides. ``extra``: later runs of the
+    same candidate (`gate --remeasure`), pooled with it as replicates."""
     if not isinstance(cand.metrics.get(metric), (int, float)):
         return None
     hist = [r for r in hist if isinstance(r.metrics.get(metric), (int, float))]
+    extra = [r for r in extra if isinstance(r.metrics.get(metric), (int, float))]
     if not hist:
         return None
     direction = METRIC_DIRECTION[metric]
+    higher = direction == "higher"
     t = th.resolve(metric, cand.model, cand.device)
-    c = float(cand.metrics[metric])
+    newest = extra[-1] if extra else cand
     common = dict(model=cand.model, case=cand.case, device=cand.device, metric=metric, direction=direction,
-                  candidate=c, candidate_run=cand.run_id or "", baseline_runs=[r.run_id for r in hist])
+                  candidate_run=newest.run_id or "")
     if METRIC_STAGE[metric] == "accuracy":
-        return _compare_accuracy(hist[-1], cand, metric, t, common, envs)
+        return _compare_accuracy(hist[-1], newest, metric, t, {**common, "candidate": float(newest.metrics[metric]),
+                                                               "baseline_runs": [r.run_id for r in hist]}, envs)
     rel = t["rel"] if t["rel"] is not None else DEFAULT_REL
     thr = f"{100 * rel:g}%"
-    points = [point_of(r, metric, envs.get(r.run_id)) for r in [*hist, cand]]
-    analysis = detect_changes(points, direction=direction, rel_threshold=rel)
-    verdict = analysis.verdict()
-    if verdict == "insufficient_history":
-        prev = hist[-1]
-        a, b = _reps(prev, metric), _reps(cand, metric)
-        more = f"change-point detection needs {analysis.needed} more clean run(s)"
-        suspects = _suspects(version_of(prev, envs.get(prev.run_id)), version_of(cand, envs.get(cand.run_id)))
-        base = float(prev.metrics[metric])
-        if a and b:
-            cmp_ = compare_runs(a, b, direction=direction, rel_threshold=rel)
-            v = cmp_.verdict if cmp_.verdict in ("regression", "improvement") else "unchanged"
-            shown = f"{base:.4g} -> {c:.4g} ({cmp_.rel_change:+.1%}, 95% CI {cmp_.rel_ci[0]:+.1%} to " \
-                    f"{cmp_.rel_ci[1]:+.1%})"
-            if v == "unchanged":
-                why = "intervals overlap" if "overlap" in cmp_.reason else f"within {thr}"
-            else:
-                why = (f"past {thr} with the run-level intervals apart, against the previous run ({more}); "
-                       f"suspects: {'; '.join(suspects) or 'no version field changed'}")
-            return Comparison(**common, baseline=base, change=cmp_.rel_change, threshold=thr,
-                              test=f"run-level intervals vs the previous run ({more})", p_value=None, verdict=v,
-                              reason=f"{metric} {shown}: {why}", change_ci=list(cmp_.rel_ci),
-                              change_run=cand.run_id if v != "unchanged" else None,
-                              suspects=suspects if v != "unchanged" else [],
-                              notice=_notice(cand, metric, cmp_.rel_change, th, rel, thr, shown)
-                              if v == "improvement" else "")
-        change = c / base - 1 if base else 0.0
-        return Comparison(**common, baseline=base, change=change, threshold=thr,
-                          test=f"none: no repetitions stored on {'both sides' if not (a or b) else 'one side'} "
-                               f"({more})", p_value=None, verdict="unchanged",
-                          reason=f"{metric} {base:.4g} -> {c:.4g} ({change:+.1%}): not judged, results stored "
-                                 f"before repetitions carry no run-level interval")
-    cp = analysis.tail if verdict.startswith("suspected_") else analysis.newest
-    test = f"change points over {analysis.n_used} clean run(s) (PELT; noise {analysis.sigma_rel:.1%})"
-    if cp is None or verdict == "unchanged":
-        seg_level = float(points[-1].value)
-        if analysis.change_points:
-            seg_level = analysis.change_points[-1].after.level
-        change = c / seg_level - 1 if seg_level else 0.0
-        return Comparison(**common, baseline=seg_level, change=change, threshold=thr, test=test, p_value=None,
-                          verdict="unchanged", reason=f"{metric} {c:.4g}: no change past {thr} with intervals "
-                          f"apart ({analysis.message})")
-    v = cp.direction
-    shown = (f"{cp.before.level:.4g} -> {cp.after.level:.4g} ({cp.rel_change:+.1%}, 95% CI "
-             f"{cp.rel_ci[0]:+.1%} to {cp.rel_ci[1]:+.1%})")
-    where = "the newest run(s); rerun to confirm" if not cp.confirmed else f"run {cp.run_id}"
-    reason = f"{metric} {shown} from {where}; suspects: {cp.suspects_text}"
-    return Comparison(**common, baseline=cp.before.level, change=cp.rel_change, threshold=thr, test=test,
-                      p_value=None, verdict=v, reason=reason, change_ci=list(cp.rel_ci), change_run=cp.run_id,
-                      suspects=list(cp.suspects),
-                      notice=_notice(cand, metric, cp.rel_change, th, rel, thr, shown) if v == "improvement" else "")
+    ref, group, cp, detection = _groups(hist, cand, metric, direction, rel, envs)
+    group = [*group, *extra]
+    common["baseline_runs"] = [r.run_id for r in ref]
+    est_ref = [e for e in (_estimate(r, metric) for r in ref) if math.isfinite(e.se)]
+    est_c = [_estimate(r, metric) for r in group]
+    if not est_ref or not all(math.isfinite(e.se) for e in est_c):
+        side = "either side" if not est_ref and not all(math.isfinite(e.se) for e in est_c) else \
+            ("the reference side" if not est_ref else "the candidate side")
+        base = float(ref[-1].metrics[metric])
+        c = float(newest.metrics[metric])
+        return Comparison(**common, candidate=c, baseline=base, change=c / base - 1 if base else 0.0, threshold=thr,
+                          test=f"none: no run-level interval on {side} ({detection})", p_value=None,
+                          verdict="inconclusive",
+                          reason=f"{metric} {base:.4g} -> {c:.4g}: not judged, no run-level interval on {side} "
+                                 f"(results stored before repetitions, or a single repetition)")
+    ch = pooled_change(est_ref, est_c)
+    v = decide(ch, rel, higher, need_between=need_between)
+    bb = bad_bound(ch, higher)
+    lim = f"{-rel:+.0%}" if higher else f"{rel:+.0%}"
+    shown = (f"{ch.ref_level:.4g} -> {ch.cand_level:.4g} ({ch.rel:+.1%}, 95% CI {ch.lo:+.1%} to {ch.hi:+.1%}; "
+             f"bad-side bound {bb:+.1%})")
+    if cp is not None:
+        suspects = list(cp.suspects)
+        where = f"from run {cp.run_id}" + ("" if cp.confirmed else " (the newest run(s); rerun to confirm)")
+    else:
+        suspects = _suspects(version_of(ref[-1], envs.get(ref[-1].run_id)),
+                             version_of(newest, envs.get(newest.run_id)))
+        where = ""
+    need = needed(ch, rel, higher) if v == "inconclusive" else None
+    if v == "regression":
+        why = (f"past {thr} with the interval excluding 0 {where}".rstrip() +
+               f"; suspects: {'; '.join(suspects) or 'no version field changed'}")
+    elif v == "improvement":
+        why = f"better by more than {thr} with the interval excluding 0 {where}".rstrip()
+    elif v == "unchanged":
+        why = f"bad-side bound inside {lim}: pass"
+    else:
+        why = need.text if ch.within_only else \
+            f"neither within {lim} nor a change past {thr} that excludes 0: {need.text}"
+    between = (f"between-run sd {ch.tau:.1%} ({ch.tau_df} df)" if not ch.within_only else
+               "between-run spread unknown (no two clean runs in a group): within-run intervals only")
+    cal = math.expm1(Z95 * math.sqrt((0.0 if ch.within_only else ch.tau ** 2) + est_c[-1].se ** 2))
+    within = math.expm1(Z95 * est_c[-1].se)
+    cand_txt = (f"candidate {ch.n_cand} run(s){_flags(newest)}: ±{within:.1%} within run, ±{cal:.1%} with the "
+                f"between-run spread")
+    test = (f"pooled interval: {ch.n_cand} candidate run(s) against the mean of {ch.n_ref} clean run(s), "
+            f"run-level replicates, {between}, t({ch.df:.0f}) ({detection})")
+    moved = v in ("regression", "improvement")
+    return Comparison(**common, candidate=ch.cand_level, baseline=ch.ref_level, change=ch.rel, threshold=thr,
+                      test=test, p_value=None, verdict=v,
+                      reason=f"{metric} {shown}: {why} [{cand_txt}; reference {ch.n_ref} run(s), {between}"
+                             f"{'; ' + detection if cp is None and 'needs' in detection else ''}]",
+                      change_ci=[ch.lo, ch.hi], bad_bound=bb, need=need.text if need else "",
+                      change_run=(cp.run_id if cp is not None else newest.run_id) if moved else None,
+                      suspects=suspects if moved else [], calibrated_halfwidth=cal,
+                      notice=_notice(cand, metric, ch.rel, th, rel, thr, shown) if v == "improvement" else "")
 
 
 def _compare_accuracy(base: Result, cand: Result, metric: str, t: dict, common: dict, envs: dict) -> Comparison:
@@ -275,33 +263,49 @@ def _why_not(cand: Result, older: Result, envs: dict) -> str:
 
 def evaluate(history: History, *, candidate_runs: list[str] | None = None, baseline_runs: list[str] | None = None,
              metrics=DEFAULT_METRICS, thresholds: Thresholds | None = None, depth: int = DEFAULT_HISTORY,
-             models: list[str] | None = None, devices: list[str] | None = None) -> GateOutcome:
-    """Hold the candidate runs' results against the history of their benchmark keys.
+             models: list[str] | None = None, devices: list[str] | None = None,
+             remeasured: dict[str, str] | None = None) -> GateOutcome:
+    """Hold the candidates against the history of their benchmark keys.
 
-    candidate_runs: default the newest run of each host. baseline_runs: pin
-    the reference (e.g. `compare A B`); default, for each key, the newest
-    `depth` clean runs that started before the candidate, on the same machine class.
+    candidate_runs: default, per key and host, the newest run that measured the
+    key there. baseline_runs: pin the reference (e.g. `compare A B`); default,
+    for each key, the newest `depth` clean runs before the candidate's, on the
+    same machine class. remeasured: {remeasure run id: the candidate run it
+    remeasured}: their results join that candidate as replicates.
     """
     th = thresholds or Thresholds()
+    remeasured = dict(remeasured or {})
     for m in metrics:
         if m not in METRIC_STAGE:
             raise UserError(f"unknown metric {m!r} for the gate", fix=f"use some of: {', '.join(METRIC_STAGE)}")
     runs = history.runs
     envs = {rid: (run.get("env") or {}) for rid, run in runs.items()}
     classes = history.machine_classes
-    cands = candidate_runs or history.newest_per_host()
-    notes = []
-    for rid in cands:
-        st = (runs.get(rid) or {}).get("status")
-        if st != "finished":
-            notes.append(f"candidate run {rid} is {st}: its results are compared, but it will never be a baseline")
+    gated_stages = {METRIC_STAGE[m] for m in metrics}
 
     def wanted(r: Result) -> bool:
         return (not models or r.model in models) and (not devices or any(fnmatch.fnmatchcase(r.device, d)
                                                                          for d in devices))
 
-    cand_results = [r for r in history.run_results(cands) if wanted(r)]
-    start = min((run_order(runs[rid]) for rid in cands if rid in runs), default=FIRST)
+    stale: list[str] = []
+    if candidate_runs is None:
+        picked, stale = per_key(history, wanted, gated_stages, remeasured)
+        cands = sorted({r.run_id for r, _ in picked}, key=lambda rid: run_order(runs[rid]))
+        cand_results = [r for r, _ in picked]
+        extras_of = {id(r): ex for r, ex in picked}
+    else:
+        cands = list(candidate_runs)
+        cand_results = [r for r in history.run_results(cands) if wanted(r)]
+        extras_of = {id(r): sorted((x for x in history.results if remeasured.get(x.run_id) == r.run_id
+                                    and (x.model, x.case) == (r.model, r.case) and measured(x, gated_stages)),
+                                   key=lambda x: run_order(runs[x.run_id])) for r in cand_results}
+    notes = []
+    for rid in cands:
+        st = (runs.get(rid) or {}).get("status")
+        if st != "finished":
+            notes.append(f"candidate run {rid} is {st}: its results are compared, but it will never be a baseline")
+    skip_ids = set(cands) | set(remeasured)
+    last = max((run_order(runs[rid]) for rid in cands if rid in runs), default=FIRST)
     if baseline_runs is not None:
         pool = [r for r in history.run_results(baseline_runs) if wanted(r)]
         for rid in baseline_runs:
@@ -309,8 +313,8 @@ def evaluate(history: History, *, candidate_runs: list[str] | None = None, basel
                 raise UserError(f"run {rid} is {runs.get(rid, {}).get('status')}: an interrupted or unfinished "
                                 f"run is never used as the baseline", fix="pick a run that finished")
     else:
-        pool = [r for r in history.results if r.run_id not in set(cands) and wanted(r)
-                and r.run_id in runs and run_order(runs[r.run_id]) < start]
+        pool = [r for r in history.results if r.run_id not in skip_ids and wanted(r)
+                and r.run_id in runs and run_order(runs[r.run_id]) < last]
     excluded = sorted({r.run_id for r in pool if runs.get(r.run_id, {}).get("status") != "finished"})
     if excluded:
         notes.append(f"not used as baseline (interrupted or unfinished): {', '.join(excluded)}")
@@ -321,19 +325,25 @@ def evaluate(history: History, *, candidate_runs: list[str] | None = None, basel
     for r in sorted(pool, key=lambda r: (run_order(runs.get(r.run_id, {})), r.created_at)):
         if _clean(r, runs):
             by_case[(r.model, r.case)].append(r)
-    gated_stages = {METRIC_STAGE[m] for m in metrics}
-    comparisons, missing_base, inconclusive, seen = [], [], [], set()
+    comparisons, missing_base, inconclusive, seen, contended_keys = [], [], [], set(), []
+    stale_keys = {tuple(x.split(":", 1)[0].split(" ", 1)) for x in stale}
     for cand in cand_results:
         if cand.stage not in gated_stages or cand.status not in ("passed", "failed"):
             continue  # skipped / errored: reported as missing below when history had it
         seen.add((cand.model, cand.case))
-        if cand.metrics.get("contended"):
+        group = [x for x in [cand, *extras_of.get(id(cand), [])] if not x.metrics.get("contended")]
+        if not group:
+            cont = [cand, *extras_of.get(id(cand), [])][-1]
             inconclusive.append(f"{cand.model} {cand.case}: inconclusive: contended (other processes used the "
-                                f"machine in {cand.metrics.get('n_contended')} of "
-                                f"{len(cand.metrics.get('repetitions') or [])} repetitions): not judged; rerun it")
+                                f"machine in {cont.metrics.get('n_contended')} of "
+                                f"{len(cont.metrics.get('repetitions') or [])} repetitions): not judged; rerun it "
+                                f"(harness gate --remeasure)")
+            contended_keys.append((cand.run_id, cand.model, cand.case))
             continue
         key, mclass = benchmark_key(cand), classes.get(cand.run_id) or machine_class(None)
-        older = by_case.get((cand.model, cand.case), [])
+        start = run_order(runs[cand.run_id]) if cand.run_id in runs else last
+        older = [r for r in by_case.get((cand.model, cand.case), [])
+                 if baseline_runs is not None or run_order(runs[r.run_id]) < start]
         # CPU figures of N parallel workers (pytest-xdist) meet only figures of N workers
         workers = history.cpu_workers(cand)
         hist = [r for r in older if same_key(key, benchmark_key(r)) and history.cpu_workers(r) == workers
@@ -354,10 +364,12 @@ def evaluate(history: History, *, candidate_runs: list[str] | None = None, basel
             continue
         for m in metrics:
             if METRIC_STAGE[m] == cand.stage:
-                c = compare_series(hist, cand, m, th, envs)
+                c = compare_series(hist, group[0], m, th, envs, extra=group[1:],
+                                   need_between=baseline_runs is None)
                 if c is not None:
+                    c.stale = (cand.model, cand.case) in stale_keys
                     comparisons.append(c)
-    missing_cand = []
+    missing_cand = list(stale)
     cand_status = {(r.model, r.case): r for r in cand_results}
     for case, rs in by_case.items():
         if case in seen or rs[-1].stage not in gated_stages:
@@ -366,50 +378,12 @@ def evaluate(history: History, *, candidate_runs: list[str] | None = None, basel
         why = f"{got.status}: {got.reason}" if got else "not run"
         missing_cand.append(f"{case[0]} {case[1]}: {why}")
     return GateOutcome(comparisons, sorted(missing_base), sorted(set(missing_cand)), list(cands), notes,
-                       inconclusive=inconclusive)
+                       inconclusive=inconclusive, contended_keys=contended_keys)
 
 
 def evaluate_claims(history: History, run_ids: list[str], baselines) -> tuple[list, str | None]:
     """Measured claim verdicts for the given runs; (verdicts, note)."""
     if baselines is None or not getattr(baselines, "claims", None):
         return [], None
-    return list(claims_mod.evaluate_claims(history.run_results(run_ids), baselines.claims)), None
-
-
-# -- text output --------------------------------------------------------------
-def format_outcome(out: GateOutcome, *, verbose: bool = False) -> str:
-    lines = []
-    n = len({(c.model, c.case) for c in out.comparisons}) + len(out.missing_baseline) + len(out.inconclusive)
-    compared = len({(c.model, c.case) for c in out.comparisons})
-    lines.append(f"compared {compared} of {n} candidate case(s) from run(s) {', '.join(out.candidate_runs) or 'none'}"
-                 f" ({len(out.comparisons)} metric comparisons)")
-    for c in out.comparisons:
-        if verbose or c.verdict != "unchanged":
-            lines.append(f"  {c.verdict.upper():11} {c.model} {c.case}: {c.reason}")
-            if verbose:
-                lines.append(f"              test: {c.test}")
-    for x in out.inconclusive:
-        lines.append(f"  INCONCLUSIVE {x}")
-    for c in out.claims:
-        if verbose or c.verdict != "pass":
-            lines.append(f"  CLAIM {c.verdict.upper():8} {c.claim_id} ({c.origin}): {c.reason}")
-    if out.missing_baseline:
-        lines.append(f"missing on the baseline side ({len(out.missing_baseline)}):")
-        lines += [f"  {m}" for m in out.missing_baseline]
-    if out.missing_candidate:
-        lines.append(f"missing on the candidate side ({len(out.missing_candidate)}):")
-        lines += [f"  {m}" for m in out.missing_candidate]
-    lines += [f"note: {x}" for x in out.notes]
-    lines += [f"notice: {c.notice}" for c in out.comparisons if c.notice]
-    code = out.exit_code
-    if code == ExitCode.INCONCLUSIVE:
-        lines.append(f"GATE INCONCLUSIVE: all {len(out.inconclusive)} candidate result(s) were contended: "
-                     "nothing was judged; rerun on a quiet machine")
-    elif code == EXIT_NOTHING_COMPARED:
-        lines.append(f"GATE FAIL: 0 of {n} compared: nothing was held against history (see the lists above)")
-    elif code == EXIT_REGRESSION:
-        lines.append(f"GATE FAIL: {len(out.regressions)} regression(s), {len(out.failed_claims)} failed claim(s)")
-    else:
-        extra = f"; {len(out.inconclusive)} contended result(s) not judged" if out.inconclusive else ""
-        lines.append(f"GATE PASS: no regression in {len(out.comparisons)} comparison(s){extra}")
-    return "\n".join(lines)
+    devices = {r.device for r in history.results if r.status in ("passed", "failed")}
+    return list(claims_mod.evaluate_claims(history.run_results(run_ids), baselines.claims, devices)), None

@@ -56,7 +56,8 @@ def _cmd_run(args) -> int:
         return ExitCode.USAGE
     if args.report:
         check_writable(args.report, what="report")  # before anything runs
-    for p in find_suites(paths):  # fail fast, without a traceback, on a bad suite
+    # a path may name one case, as pytest's node ids do: suites/m/suite.yaml::throughput[ort-bs8]
+    for p in find_suites([x.split("::", 1)[0] for x in paths]):  # fail fast, without a traceback, on a bad suite
         validate_suite(read_suite(p))
     spec = args.store or os.environ.get(ENV_VAR)
     if spec and is_url(spec):
@@ -122,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run suites (a wrapper around pytest with the harness plugin)",
                          description="Run suites. Example: harness run suites -m cpu --report report.html. "
                                      "Arguments after -- go to pytest as they are (e.g. -- -x -k bs8).")
-    run.add_argument("paths", nargs="*", help="suite folders or files (default: suites)")
+    run.add_argument("paths", nargs="*", help="suite folders or files, or one case of a suite as a pytest node id "
+                                              "(suites/m/suite.yaml::throughput[ort-bs8]); default: suites")
     run.add_argument("-m", dest="markers", default=None,
                      help="pytest marker expression: cpu, gpu, ascend310p, throughput, 'cpu and parity' ...")
     run.add_argument("-k", dest="keyword", default=None,

@@ -12,7 +12,8 @@ what was not written.
 Exit codes (gate and compare): 0 pass; 1 a significant regression or a
 failed measured claim; 2 usage; 3 error in the input (missing, corrupt or
 foreign store, newer format, bad thresholds file); 4 nothing was compared
-("0 of N compared"). `readme --check`: 0 up to date, 1 stale.
+("0 of N compared"); 6 inconclusive (a candidate contended or too imprecise
+to decide, and no regression). `readme --check`: 0 up to date, 1 stale.
 """
 
 from __future__ import annotations
@@ -22,15 +23,10 @@ import json
 import sys
 from pathlib import Path
 
-from harness.analysis.regression import (
-    DEFAULT_HISTORY,
-    DEFAULT_METRICS,
-    METRIC_DIRECTION,
-    evaluate,
-    evaluate_claims,
-    format_outcome,
-)
+from harness.analysis.gate_outcome import format_outcome
+from harness.analysis.regression import DEFAULT_HISTORY, DEFAULT_METRICS, METRIC_DIRECTION, evaluate, evaluate_claims
 from harness.analysis.thresholds import load_thresholds
+from harness.cli.remeasure import DEFAULT_BUDGET_S, remeasure
 from harness.config.baselines import load_baselines, locate_baselines
 from harness.errors import ExitCode, UserError
 from harness.fsio import atomic_path, check_writable, write_text
@@ -48,7 +44,8 @@ EXIT_CODES = f"""exit codes:
   {ExitCode.USAGE:d}  usage error (bad arguments)
   {ExitCode.INPUT:d}  input error: store missing, corrupt, foreign or newer than this harness; bad thresholds file
   {ExitCode.NOTHING_COMPARED:d}  nothing compared: no candidate result had a clean earlier result of its benchmark key
-  {ExitCode.INCONCLUSIVE:d}  inconclusive: every candidate result was contended (measured beside busy processes)
+  {ExitCode.INCONCLUSIVE:d}  inconclusive: no regression, but a candidate was contended (measured beside busy
+     processes) or its interval was too wide to decide; `gate --remeasure` measures those again
 """
 
 
@@ -99,11 +96,30 @@ def _check_json(args) -> None:
 
 def _cmd_gate(args) -> int:
     _check_json(args)
-    # only the candidate runs and the newest --history clean results of each case are read
-    history = load_history(args.store, gate_depth=args.history, candidates=args.run)
-    out = evaluate(history, candidate_runs=history.candidates, metrics=args.metric or _default_metrics(),
-                   thresholds=_thresholds(args), depth=args.history, models=args.model, devices=args.device)
+    th = _thresholds(args)
     bf = _baselines(args)
+    pinned: list[str] = []
+    last: dict = {}
+
+    def judge(remeasured: dict):
+        # only the candidate runs and the newest --history clean results of each case are read
+        history = load_history(args.store, gate_depth=args.history,
+                               candidates=[*(pinned or args.run or []), *remeasured] if args.run else None)
+        if args.run and not pinned:
+            pinned.extend(history.candidates or [])
+        out = evaluate(history, candidate_runs=list(pinned) if args.run else None,
+                       metrics=args.metric or _default_metrics(), thresholds=th, depth=args.history,
+                       models=args.model, devices=args.device, remeasured=remeasured)
+        last["history"] = history
+        return history, out
+
+    if args.remeasure is not None:
+        if args.remeasure <= 0:
+            raise _Usage("--remeasure takes a budget in seconds above 0 (e.g. --remeasure=300)")
+        out = remeasure(judge, args.remeasure, (args.store or [None])[0], say=print)
+        history = last["history"]
+    else:
+        history, out = judge({})
     out.claims, note = evaluate_claims(history, out.candidate_runs, bf)
     if note:
         out.notes.append(note)
@@ -221,6 +237,11 @@ def _gate_options(p, *, candidates: bool):
         p.add_argument("--history", type=int, default=DEFAULT_HISTORY, metavar="N",
                        help=f"follow the newest N clean earlier runs of each benchmark key (default {DEFAULT_HISTORY})")
         p.add_argument("--baselines", help="baselines.yaml for relative-device claims (default ./baselines.yaml)")
+        p.add_argument("--remeasure", nargs="?", type=float, const=DEFAULT_BUDGET_S, default=None, metavar="SECONDS",
+                       help="run again, on this machine and into the same store, the candidate cases the gate could "
+                            "not judge (contended, or an interval too wide to decide), round after round until "
+                            f"each is decided or SECONDS are spent (default {DEFAULT_BUDGET_S:g}); then judge again. "
+                            "The suites are found from the candidate run's command line, from this directory")
 
 
 def register(sub) -> None:
@@ -255,19 +276,21 @@ def register(sub) -> None:
 
     gate = sub.add_parser(
         "gate", help="fail on regressions against history and on failed claims (nightly CI)", formatter_class=fmt,
-        description="Hold the candidate runs (default: the newest run of each host) against history: each result\n"
-                    "follows the earlier results of its benchmark key (model, case, device, batch, precision,\n"
-                    "scope, input size) on the same machine class, across versions. Throughput and latency:\n"
-                    "change points over the per-run estimates (each a median with its 95%% interval over\n"
-                    "repetitions), a change counting only past its threshold AND with the intervals apart; the\n"
-                    "version fields that changed there are named as suspects. With fewer runs than detection\n"
-                    "needs, the candidate is held against the previous run by their intervals. top1/top5:\n"
-                    "Fisher's exact test. Contended results (busy neighbours) are never judged nor a reference.\n"
-                    "Also evaluates the relative-device claims in baselines.yaml on the candidate results; a\n"
-                    "failed measured claim fails the gate. A gate that compared nothing fails and lists what\n"
-                    "is missing on each side.\n\n"
+        description="Hold the candidates (default: per benchmark key, the newest run of each host that measured it;\n"
+                    "a run that only skipped a case does not hide the run before it) against history: each result\n"
+                    "follows the clean earlier results of its benchmark key on the same machine class, across\n"
+                    "versions. Throughput and latency: the change against the pooled clean history (all its runs\n"
+                    "as replicates, so the spread between runs counts) with a 95% interval. REGRESSION: the\n"
+                    "interval excludes 0 and the change is past the threshold; PASS: the interval's bad-side bound\n"
+                    "is inside the threshold; INCONCLUSIVE otherwise, saying what precision would decide it. From\n"
+                    "6 clean runs, change points (PELT) pick the segment the candidate is held against. top1/top5:\n"
+                    "Fisher's exact test. Contended results (busy neighbours) are never judged nor a reference;\n"
+                    "--remeasure runs those, and the undecided, again. Also evaluates the relative-device claims\n"
+                    "in baselines.yaml on the candidate results; a failed measured claim fails the gate. A gate that\n"
+                    "compared nothing fails and lists what is missing on each side.\n\n"
                     "examples:\n  harness gate --store history.sqlite\n"
-                    "  harness gate --store history.sqlite --store host-310p.sqlite --thresholds gate.yaml",
+                    "  harness gate --store history.sqlite --store host-310p.sqlite --thresholds gate.yaml\n"
+                    "  harness run suites -m cpu && harness gate --remeasure      # a CPU nightly",
         epilog=EXIT_CODES)
     _gate_options(gate, candidates=True)
     gate.set_defaults(func=_wrap(_cmd_gate))

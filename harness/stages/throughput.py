@@ -19,7 +19,9 @@ from harness.vocab import DEVICES
 
 def describe(t) -> str:
     """One line for the terminal and the report: value +- half-width, precision, flags."""
-    text = (f"{t.throughput_ips:.2f} ± {t.halfwidth:.2f} img/s (95% CI over "
+    # within-run: repetitions of one run share its machine state; `harness gate` prints the
+    # interval widened by the key's between-run spread beside it (harness.analysis.pooled)
+    text = (f"{t.throughput_ips:.2f} ± {t.halfwidth:.2f} img/s (within-run 95% CI over "
             f"{sum(r['used'] for r in t.repetitions)} repetitions, ±{100 * t.throughput_rel_halfwidth:.1f}%), "
             f"p50 {t.latency_ms_p50:.2f} ms")
     if t.host_scope:  # a device-scope figure with the host clock around the same runs beside it
