@@ -195,6 +195,31 @@ def problems(res: dict, report: Path | None) -> list[str]:
     return out
 
 
+# The commands a newcomer tries next, on the store the main job left; each must work
+# on the main job's install (or name the extra it needs), without a traceback.
+# gate: one run has nothing to compare with (4) or cannot judge yet (6): both are answers.
+NEXT_COMMANDS = [(["harness", "show"], (0,)),
+                 (["harness", "export", "--format", "csv", "--out", "{work}/results.csv"], (0,)),
+                 (["harness", "report", "--out", "{work}/report-again.html"], (0,)),
+                 (["harness", "gate"], (0, 4, 6)),
+                 (["harness", "validate"], (0,))]
+
+
+def next_commands(cwd: Path, env: dict, work: Path) -> list[str]:
+    """Run NEXT_COMMANDS; what went wrong, one line each."""
+    bad = []
+    for argv, ok in NEXT_COMMANDS:
+        argv = [a.format(work=work) for a in argv]
+        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        out = proc.stdout + proc.stderr
+        line = " ".join(argv)
+        print(f"  {line}: exit {proc.returncode}")
+        if proc.returncode not in ok or "Traceback" in out:
+            tail = out.strip().splitlines()[-3:]
+            bad.append(f"`{line}` exited {proc.returncode}: " + " | ".join(tail))
+    return bad
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fresh-venv", action="store_true",
@@ -233,6 +258,9 @@ def main(argv=None) -> int:
     print(f"load average after: {Path('/proc/loadavg').read_text().split()[:3]}")
     summarize(res)
     bad = problems(res, REPO / report if report else None)
+    if args.fresh_venv and res["rc"] == 0:
+        print("\nthe next commands, on the main job's install and store:")
+        bad += next_commands(REPO, env, work)
     if args.json:
         args.json.write_text(json.dumps({k: v for k, v in res.items()}, indent=1))
     if bad:

@@ -33,6 +33,15 @@ def find_bin_dir() -> Path | None:
     return Path(found).parent if found and shutil.which("pg_ctl") else None
 
 
+def _traversable_tmp() -> str:
+    """A temporary folder the server's user (``nobody`` when we are root) can reach:
+    the usual one, unless its mode shuts others out (a /tmp left at 0700), then /var/tmp."""
+    base = tempfile.gettempdir()
+    if os.geteuid() == 0 and not os.stat(base).st_mode & 0o001 and os.path.isdir("/var/tmp"):
+        return "/var/tmp"
+    return base
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,7 +51,7 @@ def _free_port() -> int:
 class PgServer:
     def __init__(self, bin_dir: Path):
         self.bin = bin_dir
-        self.root = Path(tempfile.mkdtemp(prefix="harness-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix="harness-pg-", dir=_traversable_tmp()))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = _free_port()
