@@ -104,10 +104,10 @@ class TreeSampler(threading.Thread):
         self.root, self.period = root, period
         self.peak_kb, self.samples = 0, 0
         self.harness_started: float | None = None
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self):
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             kids, todo, total = _children(), [self.root], 0
             while todo:
                 pid = todo.pop()
@@ -117,10 +117,10 @@ class TreeSampler(threading.Thread):
                     self.harness_started = time.time()
             self.peak_kb = max(self.peak_kb, total)
             self.samples += 1
-            self._stop.wait(self.period)
+            self._halt.wait(self.period)
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         self.join()
 
 
