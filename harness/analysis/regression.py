@@ -377,7 +377,8 @@ def evaluate_claims(history: History, run_ids: list[str], baselines) -> tuple[li
 
 
 # -- text output --------------------------------------------------------------
-def format_outcome(out: GateOutcome, *, verbose: bool = False) -> str:
+def format_outcome(out: GateOutcome, *, verbose: bool = False, subject: str = "GATE") -> str:
+    """The outcome as text; the verdict line names ``subject`` ("GATE", or "COMPARISON" for `harness compare`)."""
     lines = []
     n = len({(c.model, c.case) for c in out.comparisons}) + len(out.missing_baseline) + len(out.inconclusive)
     compared = len({(c.model, c.case) for c in out.comparisons})
@@ -403,13 +404,14 @@ def format_outcome(out: GateOutcome, *, verbose: bool = False) -> str:
     lines += [f"notice: {c.notice}" for c in out.comparisons if c.notice]
     code = out.exit_code
     if code == ExitCode.INCONCLUSIVE:
-        lines.append(f"GATE INCONCLUSIVE: all {len(out.inconclusive)} candidate result(s) were contended: "
+        lines.append(f"{subject} INCONCLUSIVE: all {len(out.inconclusive)} candidate result(s) were contended: "
                      "nothing was judged; rerun on a quiet machine")
     elif code == EXIT_NOTHING_COMPARED:
-        lines.append(f"GATE FAIL: 0 of {n} compared: nothing was held against history (see the lists above)")
+        against = "history" if subject == "GATE" else "the reference run"
+        lines.append(f"{subject} FAIL: 0 of {n} compared: nothing was held against {against} (see the lists above)")
     elif code == EXIT_REGRESSION:
-        lines.append(f"GATE FAIL: {len(out.regressions)} regression(s), {len(out.failed_claims)} failed claim(s)")
+        lines.append(f"{subject} FAIL: {len(out.regressions)} regression(s), {len(out.failed_claims)} failed claim(s)")
     else:
         extra = f"; {len(out.inconclusive)} contended result(s) not judged" if out.inconclusive else ""
-        lines.append(f"GATE PASS: no regression in {len(out.comparisons)} comparison(s){extra}")
+        lines.append(f"{subject} PASS: no regression in {len(out.comparisons)} comparison(s){extra}")
     return "\n".join(lines)
