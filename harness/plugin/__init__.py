@@ -127,6 +127,7 @@ def pytest_sessionstart(session):
         try:
             Store(spec).close()
         except UserError as exc:
+            input_errors(session.config).append(str(exc))  # bad input (3), as for `harness run`
             raise pytest.UsageError(str(exc)) from None
 
 
