@@ -208,8 +208,18 @@ def _wait(what, until, deadline: float, proc: subprocess.Popen):
     pytest.fail(f"timed out waiting for {what}:\n{proc.communicate()[0][-4000:]}")
 
 
-def _threads(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
+def _kernel_cpu_s(pid: int) -> float:
+    """CPU seconds MindSpore's kernel threads (KernelThread_*) have spent: > 0 once a graph computes."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            if not Path(f"/proc/{pid}/task/{tid}/comm").read_text().startswith("KernelThread"):
+                continue
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 LONG_TIMING = "{warmup: 1, min_iterations: 3, min_duration_s: 200, max_duration_s: 240, budget_s: 240}"
@@ -217,30 +227,29 @@ LONG_TIMING = "{warmup: 1, min_iterations: 3, min_duration_s: 200, max_duration_
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to see MindSpore's threads start")
 def test_sigint_while_mindspore_holds_it_ends_the_run_interrupted(tmp_path):
-    """Two quick ONNX cases finish, then a real MindSpore case runs: MindSpore's runtime threads
-    replace the SIGINT handler with one that sends the process SIGTERM (it exited 143 here, no
-    summary, the run left `running`). Ctrl-C then must still end the run with 1, the summary,
-    and the run `interrupted`, its two results kept."""
+    """Two quick ONNX cases finish, then a real MindSpore case runs. While a MindSpore graph runs,
+    MindSpore's handler holds SIGINT and sends the process SIGTERM (it exited 143 here, no summary,
+    the run left `running`). Ctrl-C then must still end the run with 1, the summary, and the run
+    `interrupted`, its two results kept. Each graph run of this case (resnet18, 112 px, batch 2)
+    lasts far longer than the Python between two runs, so the SIGINT lands inside one."""
     pytest.importorskip("mindspore")
     pytest.importorskip("mindcv")
     _toy(tmp_path, folder="a_toy")  # collected first
     write(tmp_path / "suites" / "b_mindspore" / "suite.yaml", f"""\
         model: resnet18
         source: {{kind: mindcv, arch: resnet18, num_classes: 10}}
-        input: {{size: 32, preprocess: imagenet_resize256_crop224}}
+        input: {{size: 112, preprocess: imagenet_resize256_crop224}}
         export: []
         targets:
-          - {{name: ms, device: cpu, runner: mindspore, format: native, batch_sizes: [1], stages: [throughput],
+          - {{name: ms, device: cpu, runner: mindspore, format: native, batch_sizes: [2], stages: [throughput],
               timing: {LONG_TIMING}}}
         """)
     store = tmp_path / "r.sqlite"
     proc = _start(tmp_path, "--store", store, "--cache", tmp_path / "cache")
     deadline = time.monotonic() + 400
     _wait("the two ONNX cases to be stored", lambda: _stored(store)[1] == 2, deadline, proc)
-    before = _threads(proc.pid)
-    # MindSpore's runtime starts its worker threads (each takes SIGINT over) when it first computes
-    _wait("MindSpore's runtime threads", lambda: _threads(proc.pid) >= before + 3, deadline, proc)
-    time.sleep(1.0)
+    # the case's timing loop: MindSpore's kernel threads computing, graph run after graph run
+    _wait("MindSpore's kernels to compute", lambda: _kernel_cpu_s(proc.pid) > 3.0, deadline, proc)
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == ExitCode.FAILED, out[-4000:]

@@ -89,8 +89,10 @@ def _cmd_run(args) -> int:
     if spec and is_url(spec):
         # an unreachable server or refused credentials: exit 3 before anything runs or is recorded
         Store(spec).close()
-    # the plugin goes in as the module already imported (as `-p harness.plugin` would, minus a warning)
-    argv = [*args.pytest_args, "--no-header", "--harness-progress", "-o", "console_output_style=classic"]
+    # the plugin goes in as the module already imported (`-p harness.plugin` then finds it loaded, and no
+    # warning that it cannot be rewritten); `-p` also loads it in pytest-xdist's workers, fresh processes
+    argv = [*args.pytest_args, "-p", "harness.plugin", "--no-header", "--harness-progress",
+            "-o", "console_output_style=classic"]
     if args.skip_reasons:
         argv.append("-rs")
     if args.markers:
@@ -111,8 +113,8 @@ def _cmd_run(args) -> int:
     if rc == pytest.ExitCode.USAGE_ERROR:  # pytest's own, before the plugin could map it (an unknown option)
         xdist = [u for u in watch.unknown if u.split("=")[0] in XDIST_OPTIONS]
         if xdist:
-            print(f"harness run: {xdist[0]} is pytest-xdist's option, and pytest-xdist is not installed here: "
-                  "pip install 'modelzoo-harness[team]'", file=sys.stderr)
+            print(f"harness run: {xdist[0]} is pytest-xdist's option, and pytest-xdist is not loaded (not "
+                  "installed, or -p no:xdist): pip install 'modelzoo-harness[team]'", file=sys.stderr)
         return ExitCode.USAGE
     try:
         return ExitCode(rc)

@@ -267,7 +267,7 @@ def pytest_report_teststatus(report, config):
             return "", "", ""  # counted at the call, as pytest does
         if outcome == "failed":
             outcome = "error"
-    return outcome, "", ""
+    return outcome, "", outcome.upper()  # no dot; the word for -v and the short summary (-rs)
 
 
 def pytest_sessionfinish(session, exitstatus):
