@@ -17,7 +17,7 @@ from harness.results import bundles
 from harness.results.bundles import write_bundle
 from harness.results.store import Store
 from harness.runners import devices
-from harness.vocab import GPU_FAMILIES, NPU_FAMILIES
+from harness.vocab import GPU_FAMILIES, HOST_DEVICE, NPU_FAMILIES
 
 STORE_HELP = ("results store: an SQLite file or postgresql://USER@HOST:PORT/DB "
               "(default $HARNESS_STORE or .harness/results.sqlite)")
@@ -127,7 +127,7 @@ def _cmd_devices(args) -> int:
     if args.json:
         print(json.dumps(dataclasses.asdict(rep), indent=1))
         return ExitCode.OK
-    details = {"cpu": f"{devices.cpu_model()}, {os.cpu_count()} logical cores", **rep.details}
+    details = {HOST_DEVICE: f"{devices.cpu_model()}, {os.cpu_count()} logical cores", **rep.details}
     for fam, present in rep.present.items():
         shown = ("yes: " + details[fam] if details.get(fam) else "yes") if present else rep.why_absent.get(fam, "no")
         print(f"{fam:11} {shown}")
