@@ -279,6 +279,27 @@ def test_sigint_and_sigterm_between_and_inside_cases_end_the_run_interrupted(tmp
     assert _stored(store) == (["interrupted"], 1)
 
 
+def test_a_swallowed_interrupt_still_stops_the_run():
+    """A framework that swallows the KeyboardInterrupt (a Ctrl-C during MindSpore's ONNX export was
+    lost so) does not keep the run going: the signal is remembered and raised when the case returns."""
+    from harness.plugin.interrupts import Interrupts
+
+    before = signal.getsignal(signal.SIGTERM)
+    guard = Interrupts()
+    guard.hold()
+    try:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs here
+        except BaseException:  # noqa: BLE001 - what a framework does
+            pass
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM: the run stops"):
+            guard.check()
+    finally:
+        guard.release()
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 # -- pytest's options pass through ------------------------------------------------------------------------------
 
 def _items(p: subprocess.CompletedProcess) -> list[str]:

@@ -182,6 +182,8 @@ class CaseItem(pytest.Item):
             interrupts = self.config.stash.get(_INTERRUPTS_KEY, None)
             if interrupts is not None:
                 interrupts.reclaim()
+        if interrupts is not None:
+            interrupts.check()  # a signal whose KeyboardInterrupt a framework swallowed: the run stops here
         if progress is not None:
             progress.finish(res)
         self.user_properties.append(("harness_result", res.to_dict()))
