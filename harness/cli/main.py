@@ -50,6 +50,10 @@ class _RunWatch:
     def __init__(self) -> None:
         self.config = None
         self.unknown: list[str] = []
+        self.interrupted = False
+
+    def pytest_keyboard_interrupt(self, excinfo):
+        self.interrupted = True
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_load_initial_conftests(self, early_config, parser, args):
@@ -105,6 +109,7 @@ def _cmd_run(args) -> int:
             argv += [opt, str(v)]
     watch = _RunWatch()
     rc = pytest.main(argv, plugins=[plugin, watch])  # the plugin puts it on the harness's table
+    args.interrupted = watch.interrupted
     errors = plugin.input_errors(watch.config) if watch.config is not None else []
     if errors:
         more = f" (and {len(errors) - 1} more above)" if len(errors) > 1 else ""
@@ -189,7 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _exit_now(rc: int) -> None:
+    """End the process without the frameworks' exit handlers. After an interrupt a framework may be
+    half set up, and its handlers can crash the interpreter after everything is done (MindSpore's
+    profiler hook imported a half-imported module again and the run ended 134, not 1). The results,
+    the run's mark and the report are written by now; only the exit code is left to give."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(rc))
+
+
 def main(argv: list[str] | None = None) -> int:
+    as_program = argv is None  # the `harness` command itself, not a call from Python
     argv = list(sys.argv[1:] if argv is None else argv)
     # everything after a bare `--` goes to pytest untouched
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -202,9 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     interrupts = Interrupts()  # SIGINT and SIGTERM: exit 1 at any stage, also before pytest starts
     interrupts.hold()
     try:
-        return args.func(args)
+        rc = args.func(args)
+        if as_program and getattr(args, "interrupted", False):
+            _exit_now(rc)
+        return rc
     except KeyboardInterrupt as exc:
         print(f"harness {args.command}: interrupted ({exc or 'SIGINT'}); exit {ExitCode.FAILED:d}", file=sys.stderr)
+        if as_program:
+            _exit_now(ExitCode.FAILED)
         return ExitCode.FAILED
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
