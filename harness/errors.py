@@ -42,12 +42,18 @@ class CaseFailed(Exception):
 
 
 class ExitCode(IntEnum):
-    """The exit codes of every `harness` command (the README's table)."""
+    """The exit codes of every `harness` command and of `pytest` with the plugin (the README's table).
 
-    OK = 0  # all passed (skips allowed); gate: no regression
-    FAILED = 1  # a case failed or errored; gate: a regression or a failed claim
-    USAGE = 2  # bad command line, or nothing selected
+    The plugin maps pytest's own outcomes onto this table (pytest's 2 "interrupted"
+    becomes FAILED, its 4 "usage error" USAGE, its 5 "no tests collected" stays
+    NOTHING_SELECTED), so a code means one thing whichever way a run was started.
+    """
+
+    OK = 0  # all passed (skips allowed); gate/compare: no regression
+    FAILED = 1  # a case failed or errored, or the run was interrupted; gate/compare: a regression or failed claim
+    USAGE = 2  # bad command line
     INPUT = 3  # a problem with the user's input: bad suite, missing or foreign file, bad store
-    NOTHING_COMPARED = 4  # gate: no candidate had a reference to compare with
+    NOTHING_COMPARED = 4  # gate/compare: no candidate had a reference to compare with
+    NOTHING_SELECTED = 5  # run / pytest: the selection (-m, -k, --model, --batch-size) matched no case
     INCONCLUSIVE = 6  # gate/compare: a candidate could not be judged (contended, or its interval too wide)
-    NOT_STORED = 7  # run: results were measured but the store could not take them; kept in the journal
+    NOT_STORED = 7  # run: results measured but the store could not take them (they are kept in the journal)

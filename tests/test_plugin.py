@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 
+from harness.errors import ExitCode
 from tests.conftest import color_classifier, run_pytest, write
 
 SUITE = """\
@@ -116,7 +117,7 @@ def test_broken_baselines_file_stops_the_run_before_measuring(project):
     bad = write(project / "baselines.yaml", "schema_version: 1\nbaselines:\n  - id: x\n    model: nope\n")
     store = project / "r.sqlite"
     p = run_pytest(["suites", "-m", "cpu", "--harness-store", str(store)], cwd=project)
-    assert p.returncode == pytest.ExitCode.USAGE_ERROR
+    assert p.returncode == ExitCode.INPUT  # bad input, as `harness run` says it
     assert str(bad) in p.stderr and "missing required key 'metric'" in p.stderr
     assert "Traceback" not in p.stderr
     assert not store.exists()  # nothing was run, so no half-made run either

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from harness.runners.devices import family_of_chip, parse_npu_smi_chips
-from harness.errors import UserError
+from harness.errors import ExitCode, UserError
 from harness.plan import build_plan, read_suite
 from harness.config.suite import find_suites, load_suite
 from tests.conftest import REPO, write
@@ -112,5 +112,5 @@ def test_cli_unknown_model_name(tmp_path):
 def test_cli_run_with_nothing_selected_is_an_error(tmp_path):
     p = _cli("run", str(REPO / "suites" / "xception"), "-m", "ascend310 and train", "--store",
              str(tmp_path / "r.sqlite"))
-    assert p.returncode == 2
-    assert "no case selected" in p.stderr
+    assert p.returncode == ExitCode.NOTHING_SELECTED
+    assert "no case selected" in p.stdout + p.stderr

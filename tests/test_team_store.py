@@ -214,7 +214,7 @@ def test_bad_credentials_exit_3_no_run_and_no_password_shown(pg_server, project,
     assert "wrong-Pw-77" not in err
     # the plugin refuses the same way before any case runs
     p = run_pytest(["suites", "-m", "cpu", "--harness-store", bad], cwd=project, env={"PGPASSWORD": ""})
-    assert p.returncode == pytest.ExitCode.USAGE_ERROR and "wrong-Pw-77" not in p.stdout + p.stderr
+    assert p.returncode == ExitCode.INPUT and "wrong-Pw-77" not in p.stdout + p.stderr
     assert "password authentication failed" in p.stdout + p.stderr
     monkeypatch.setenv("PGPASSWORD", PASSWORD)
     with pytest.raises(UserError, match="no harness tables"):

@@ -80,7 +80,7 @@ class GateOutcome:
 LABEL = {"unchanged": "PASS"}
 
 
-def format_outcome(out: GateOutcome, *, verbose: bool = False) -> str:
+def format_outcome(out: GateOutcome, *, verbose: bool = False, subject: str = "GATE") -> str:
     lines = []
     n = len({(c.model, c.case) for c in out.comparisons}) + len(out.missing_baseline) + len(out.inconclusive)
     compared = len({(c.model, c.case) for c in out.comparisons})
@@ -111,15 +111,16 @@ def format_outcome(out: GateOutcome, *, verbose: bool = False) -> str:
     if code == ExitCode.INCONCLUSIVE:
         parts = [f"{len(out.undecided)} comparison(s) too imprecise to decide"] if out.undecided else []
         parts += [f"{len(out.inconclusive)} contended result(s) not judged"] if out.inconclusive else []
-        lines.append(f"GATE INCONCLUSIVE: no regression found, but {' and '.join(parts)}: remeasure them on a quiet "
+        lines.append(f"{subject} INCONCLUSIVE: no regression found, but {' and '.join(parts)}: remeasure them on a quiet "
                      f"machine (harness gate --remeasure)")
     elif code == ExitCode.NOTHING_COMPARED:
+        against = "history" if subject == "GATE" else "the reference run"
         what = f"0 of {n} compared" if not out.comparisons else \
             f"the newest run(s) measured none of the {compared} case(s) judged"
-        lines.append(f"GATE FAIL: {what}: nothing was held against history (see the lists above)")
+        lines.append(f"{subject} FAIL: {what}: nothing was held against {against} (see the lists above)")
     elif code == ExitCode.FAILED:
-        lines.append(f"GATE FAIL: {len(out.regressions)} regression(s), {len(out.failed_claims)} failed claim(s)")
+        lines.append(f"{subject} FAIL: {len(out.regressions)} regression(s), {len(out.failed_claims)} failed claim(s)")
     else:
-        lines.append(f"GATE PASS: no regression in {len(out.comparisons)} comparison(s), each with its interval's "
+        lines.append(f"{subject} PASS: no regression in {len(out.comparisons)} comparison(s), each with its interval's "
                      f"bad-side bound inside the threshold")
     return "\n".join(lines)

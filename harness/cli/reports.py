@@ -14,6 +14,7 @@ failed measured claim; 2 usage; 3 error in the input (missing, corrupt or
 foreign store, newer format, bad thresholds file); 4 nothing was compared
 ("0 of N compared"); 6 inconclusive (a candidate contended or too imprecise
 to decide, and no regression). `readme --check`: 0 up to date, 1 stale.
+`export`: 1 nothing to export (and no file written).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from harness.fsio import atomic_path, check_writable, write_text
 from harness.reports import readme as rt
 from harness.reports import write_report
 from harness.results.history import load_history, run_order
-from harness.results.interchange import to_dataframe, write_pytest_benchmark
+from harness.results.interchange import to_dataframe, to_pytest_benchmark
 from harness.results.store import default_path
 
 STORE_HELP = "results store: an SQLite file or postgresql://USER@HOST:PORT/DB; repeat to read several " \
@@ -61,8 +62,8 @@ def _thresholds(args):
     return th
 
 
-def _print_outcome(out, args) -> int:
-    print(format_outcome(out, verbose=args.verbose))
+def _print_outcome(out, args, subject: str = "GATE") -> int:
+    print(format_outcome(out, verbose=args.verbose, subject=subject))
     if args.json:
         doc = {"verdict": out.verdict, "exit_code": out.exit_code, "candidate_runs": out.candidate_runs,
                "comparisons": [c.to_dict() for c in out.comparisons], "missing_baseline": out.missing_baseline,
@@ -136,7 +137,7 @@ def _cmd_compare(args) -> int:
         history = load_history(args.store)
         for r in sorted(history.runs.values(), key=run_order):  # the store's order, not the clock
             n = sum(1 for x in history.results if x.run_id == r["run_id"])
-            print(f"{r['run_id']}  {r['status']:11} {n:4d} results  host {(r.get('env') or {}).get('hostname')}")
+            print(f"{r['run_id']}  {r['status']:11} {_plural(n, 'result'):>12}  host {(r.get('env') or {}).get('hostname')}")
         return ExitCode.OK
     if not (args.a and args.b):
         raise _Usage("compare needs two runs: harness compare A B (or --list to see the runs)")
@@ -160,7 +161,7 @@ def _cmd_compare(args) -> int:
     out = evaluate(history, candidate_runs=[ids[1]], baseline_runs=[ids[0]],
                    metrics=args.metric or _default_metrics(), thresholds=_thresholds(args), depth=1,
                    models=args.model, devices=args.device)
-    return _print_outcome(out, args)
+    return _print_outcome(out, args, subject="COMPARISON")
 
 
 def _cmd_readme(args) -> int:
@@ -182,24 +183,39 @@ def _cmd_readme(args) -> int:
     return ExitCode.OK
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _cmd_export(args) -> int:
+    """Writes the file only when there is something to export: a failed export leaves nothing behind."""
     check_writable(args.out, what="export file")
     history = load_history(args.store)
     if args.format == "csv":
         df = to_dataframe(history)
+        if df.empty:
+            print(f"error: nothing exported, {args.out} not written: the store holds no result\n"
+                  "  fix: run some cases first (harness run), or pass the --store that holds them", file=sys.stderr)
+            return ExitCode.FAILED
         with atomic_path(args.out, mode=0o644) as tmp:
             df.to_csv(tmp, index=False)
-        print(f"{args.out}: {len(df)} results")
+        print(f"{args.out}: {_plural(len(df), 'result')}")
         return ExitCode.OK
 
     run = history.resolve_run(args.run or "latest")
-    out, n, skipped = write_pytest_benchmark(history, run, args.out)
-    print(f"{out}: {n} benchmarks from run {run}")
+    if Path(args.out).is_dir():
+        raise UserError("output path is a directory", path=args.out, fix="name a .json file")
+    doc, skipped = to_pytest_benchmark(history, run)
+    n = len(doc["benchmarks"])
     for s in skipped:
         print(f"  left out: {s}")
     if n == 0:
-        print("error: no throughput result with per-iteration latencies in this run", file=sys.stderr)
+        print(f"error: nothing exported, {args.out} not written: run {run} has no throughput result with "
+              "per-iteration latencies\n  fix: pick a run with throughput cases (harness compare --list), "
+              "or export every result with --format csv", file=sys.stderr)
         return ExitCode.FAILED
+    write_text(args.out, json.dumps(doc, indent=2))
+    print(f"{args.out}: {_plural(n, 'benchmark')} from run {run}")
     return ExitCode.OK
 
 
@@ -317,7 +333,9 @@ def register(sub) -> None:
         description="examples:\n  harness export --out run.json          # pytest-benchmark JSON of the newest run\n"
                     "  pytest-benchmark compare old.json run.json\n  harness export --format csv --out results.csv\n"
                     "In Python: harness.results.interchange.to_dataframe(harness.results.history.load_history([path]))")
-    ex.add_argument("--format", choices=("pytest-benchmark", "csv"), default="pytest-benchmark")
+    ex.add_argument("--format", choices=("pytest-benchmark", "csv"), default="pytest-benchmark",
+                    help="pytest-benchmark: one run's throughput cases as pytest-benchmark JSON (default); "
+                         "csv: every stored result, one row each")
     ex.add_argument("--out", required=True, help="output file")
     ex.add_argument("--run", help="run id (pytest-benchmark format; default the newest run)")
     ex.add_argument("--store", action="append", help=STORE_HELP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from harness.results import bundles
 from harness.results.bundles import write_bundle
 from harness.results.store import Store
 from harness.runners import devices
-from harness.vocab import GPU_FAMILIES, NPU_FAMILIES
+from harness.vocab import GPU_FAMILIES, HOST_DEVICE, NPU_FAMILIES
 
 STORE_HELP = ("results store: an SQLite file or postgresql://USER@HOST:PORT/DB "
               "(default $HARNESS_STORE or .harness/results.sqlite)")
@@ -122,21 +123,42 @@ def _cmd_claims(args) -> int:
 
 
 def _cmd_devices(args) -> int:
-
-
     rep = devices.detect()
     if args.json:
         print(json.dumps(dataclasses.asdict(rep), indent=1))
         return ExitCode.OK
+    details = {HOST_DEVICE: f"{devices.cpu_model()}, {os.cpu_count()} logical cores", **rep.details}
     for fam, present in rep.present.items():
-        print(f"{fam:11} {'yes: ' + rep.details.get(fam, '') if present else rep.why_absent.get(fam, 'no')}")
-    env = rep.as_env()
-    npu = env["npu"] or {}
-    print(f"npu-smi: {npu.get('npu_smi_version')}, driver {npu.get('driver_version')}, "
-          f"firmware {npu.get('firmware_version')}; CANN {env['cann_version']}")
-    print(f"onnxruntime providers: {', '.join(env['onnxruntime_providers']) or 'none'}")
-    print(f"mindspore targets: {', '.join(env['mindspore_targets']) or 'none'}")
+        shown = ("yes: " + details[fam] if details.get(fam) else "yes") if present else rep.why_absent.get(fam, "no")
+        print(f"{fam:11} {shown}")
+    for line in _tool_lines(rep):
+        print(line)
     return ExitCode.OK
+
+
+def _tool_lines(rep) -> list[str]:
+    """npu-smi and CANN (only what is known), ONNX Runtime's providers, MindSpore's backends."""
+    lines = []
+    npu = rep.npu
+    if npu is not None:
+        known = [f"{label} {v}" for label, v in (("npu-smi", npu.npu_smi_version), ("driver", npu.driver_version),
+                                                  ("firmware", npu.firmware_version)) if v]
+        lines.append(f"npu-smi: {', '.join(known) or 'versions not reported'}; CANN {rep.cann_version or 'not found'}")
+    else:
+        lines.append("npu-smi: not found (no Ascend NPU here)")
+    lines.append(f"onnxruntime providers: {', '.join(rep.onnxruntime_providers) or 'onnxruntime not installed'}")
+    if not rep.mindspore_targets:
+        lines.append("mindspore: not installed")
+        return lines
+    # the unified wheel carries every backend; one runs only where its device (and driver) is
+    usable = {"CPU": True, "GPU": any(rep.present.get(f) for f in GPU_FAMILIES),
+              "Ascend": any(rep.present.get(f) for f in NPU_FAMILIES)}
+    here = [t for t in rep.mindspore_targets if usable.get(t)]
+    idle = [t for t in rep.mindspore_targets if not usable.get(t)]
+    them = "it" if len(idle) == 1 else "them"
+    lines.append(f"mindspore targets: {', '.join(here)}"
+                 + (f" (this build also carries {', '.join(idle)}; no device here for {them})" if idle else ""))
+    return lines
 
 
 def register(sub) -> None:
@@ -150,13 +172,14 @@ def register(sub) -> None:
                     "--device ascend310p --batch-size 16; harness import ais_bench.log --model se_resnext50 "
                     "--device ascend310p --batch-size 16; harness import t4_bs16.log --model se_resnext50 "
                     "--device gpu; harness import --published")
-    imp.add_argument("files", nargs="*")
+    imp.add_argument("files", nargs="*", metavar="FILE",
+                     help="results stores, bundles, ais_bench summaries or console logs, trtexec logs")
     imp.add_argument("--store", help=STORE_HELP)
     imp.add_argument("--published", nargs="?", const=True, metavar="BASELINES",
                      help="also import the documents' throughput tables (default baselines.yaml)")
     g = imp.add_argument_group("for ais_bench summaries and console logs, and trtexec logs")
     g.add_argument("--model", help="model key, e.g. se_resnext50")
-    g.add_argument("--device", choices=(*NPU_FAMILIES, *GPU_FAMILIES))
+    g.add_argument("--device", choices=(*NPU_FAMILIES, *GPU_FAMILIES), help="the device family they were measured on")
     g.add_argument("--device-model", help="chip name npu-smi reports, e.g. 310P3; GPU name, e.g. T4 (default for "
                                           "trtexec: its 'Selected Device')")
     g.add_argument("--batch-size", type=int, help="default: the summary's args (batchsize/dymBatch) or the ais_bench "
@@ -167,12 +190,13 @@ def register(sub) -> None:
     g.add_argument("--source-sha256", help="sha256 of the ONNX the OM (or TensorRT engine) was made from "
                                            "(trtexec: default the --onnx file's, if readable here)")
     g.add_argument("--preprocessing", help="preprocessing identity, as the harness records it")
-    g.add_argument("--precision", choices=("fp32", "fp16", "int8", "mixed"))
+    g.add_argument("--precision", choices=("fp32", "fp16", "int8", "mixed"), help="the precision the model ran in")
     imp.set_defaults(func=_cmd_import)
 
     b = sub.add_parser("bundle", help="write the store's runs and results to one JSON file for `harness import`")
     b.add_argument("--store", help=STORE_HELP)
-    b.add_argument("--out", required=True)
+    b.add_argument("--out", required=True, metavar="FILE",
+                   help="the bundle to write (a new file: an existing one is never overwritten)")
     b.set_defaults(func=_cmd_bundle)
 
     c = sub.add_parser("claims", help="evaluate cross-device claims (e.g. 310P >= 1.2x 310) from the store",
@@ -185,5 +209,5 @@ def register(sub) -> None:
     c.set_defaults(func=_cmd_claims)
 
     d = sub.add_parser("devices", help="show detected devices, drivers, CANN, providers")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true", help="print the whole detection report as JSON")
     d.set_defaults(func=_cmd_devices)

@@ -23,7 +23,8 @@ def _cmd_show(args) -> int:
     run = history.runs[run_id]
     results = history.run_results([run_id])
     terminal = sys.stdout.isatty() if args.color == "auto" else args.color == "always"
-    title = f"run {run_id} ({run.get('status')}, started {run.get('started_at')}): {len(results)} results"
+    n = len(results)
+    title = f"run {run_id} ({run.get('status')}, started {run.get('started_at')}): {n} result{'' if n == 1 else 's'}"
     sys.stdout.write(render(results, terminal=terminal, title=title))
     for note in history.run_notes([run_id]):
         print(f"note: {note}")
@@ -33,7 +34,7 @@ def _cmd_show(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("show", help="print a stored run's results as tables (default: the newest run)",
                        description="Print a stored run's results: per model, target, batch, throughput ± its "
-                                   "95%% interval, latency p50/p99, GFLOP/s and the fraction of the peak, the "
+                                   "95% interval, latency p50/p99, GFLOP/s and the fraction of the peak, the "
                                    "documented figure and verdict; parity and accuracy lines; skipped device "
                                    "families with their reason.")
     p.add_argument("run", nargs="?", help="run id or a unique prefix (default: the newest run)")

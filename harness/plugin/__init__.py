@@ -16,22 +16,39 @@ from pathlib import Path
 import pytest
 
 from harness import hookspec
-from harness.config.baselines import load_baselines, locate_baselines
+from harness.config.baselines import load_baselines
 from harness.config.suite import TimingSpec
 from harness.errors import ExitCode, UserError
 from harness.fsio import check_writable
 from harness.plan import Case, build_plan, read_suite, validate_suite
-from harness.reports import write_report
+from harness.plugin import selection, xdist
+from harness.plugin.interrupts import Interrupts
+from harness.plugin.options import (
+    REPORT_FAILED_KEY,
+    TIMING_OPTIONS,
+    add_options,
+    baselines_path,
+    input_errors,
+    store_spec,
+    timing_override,
+    where,
+    write_side_report,
+)
+from harness.plugin.xdist import (  # pytest finds the xdist hooks here, in the plugin module
+    pytest_configure_node,
+    pytest_testnodedown,
+    pytest_xdist_auto_num_workers,
+)
 from harness.reports.progress import RunProgress, history_durations
 from harness.reports.terminal import render as render_tables
 from harness.results import db
 from harness.results.history import load_history
 from harness.results.masking import mask
-from harness.results.store import Store, new_run_id, redact
-from harness.runners import devices, register_runner
-from harness.session import HarnessSession, finish_shared_run, unmeasured  # opens the store: only when a case runs
+from harness.results.store import Store
+from harness.runners import register_runner
+from harness.session import HarnessSession, unmeasured  # opens the store: only when a case runs
 from harness.stages import stages
-from harness.vocab import DEVICE_FAMILIES, DEVICE_NAMES, OTHER_MARKERS, SCENARIOS, STAGES
+from harness.vocab import DEVICE_FAMILIES, OTHER_MARKERS, STAGES
 
 
 def markers() -> dict[str, str]:
@@ -45,20 +62,6 @@ def markers() -> dict[str, str]:
 
 _SESSION_KEY = pytest.StashKey["object"]()
 _BASELINES_KEY = pytest.StashKey["object"]()  # loaded once at session start
-# what went wrong with the user's input (suite, store, checkpoint, dataset ...), for
-# `harness run`'s exit code (3): see input_errors()
-_INPUT_ERRORS_KEY = pytest.StashKey[list]()
-TIMING_OPTIONS = {"warmup": "--harness-warmup", "min_iterations": "--harness-min-iterations",
-                  "min_duration_s": "--harness-min-duration"}
-
-
-def input_errors(config) -> list[str]:
-    """The input errors of this run so far: a suite that did not collect, a case
-    that stopped on a UserError (bad checkpoint, dataset, model file, a batch
-    that cannot fit), an unusable store."""
-    return config.stash.setdefault(_INPUT_ERRORS_KEY, [])
-
-
 _NOT_STORED_KEY = pytest.StashKey[list]()  # cases measured, not stored (kept in the journal): exit NOT_STORED
 _CONFIG: list = []  # the session's config: pytest_runtest_logreport is given only the report
 
@@ -71,35 +74,12 @@ def pytest_runtest_logreport(report):
     note = dict(report.user_properties).get("harness_not_stored")  # this process's cases and xdist workers'
     if note and _CONFIG and report.when == "call":
         not_stored(_CONFIG[0]).append(note)
-
-
-def timing_override(config) -> dict:
-    return {k: config.getoption(opt) for k, opt in TIMING_OPTIONS.items()}
-_PIN_KEY = pytest.StashKey["dict"]()  # pytest-xdist worker: {family: device index} it was given
-_RUN_KEY = pytest.StashKey["dict"]()  # pytest-xdist controller: the run its workers share
 _PROGRESS_KEY = pytest.StashKey["object"]()
+_INTERRUPTS_KEY = pytest.StashKey[Interrupts]()
 
 
 def pytest_addoption(parser):
-    g = parser.getgroup("harness", "model benchmark harness")
-    g.addoption("--harness-store", default=None,
-                help="results store: an SQLite file or postgresql://USER@HOST:PORT/DB; default $HARNESS_STORE or "
-                     ".harness/results.sqlite")
-    g.addoption("--harness-cache", default=None,
-                help="artifact cache folder; default $HARNESS_CACHE or .harness/cache")
-    g.addoption("--harness-baselines", default=None,
-                help="baselines file; default baselines.yaml in the rootdir (none if absent)")
-    g.addoption("--harness-report", default=None, help="write the HTML report here when the run ends")
-    g.addoption("--harness-warmup", type=int, default=None, help="override every suite's timing.warmup")
-    g.addoption("--harness-min-iterations", type=int, default=None, help="override timing.min_iterations")
-    g.addoption("--harness-min-duration", type=float, default=None, help="override timing.min_duration_s")
-    g.addoption("--harness-progress", action="store_true", default=False,
-                help="show progress instead of pytest's dots: a live line on a terminal (current case, done, "
-                     "left, ETA), one line per finished case otherwise (`harness run` turns it on)")
-    g.addoption("--harness-require", action="append", default=[], choices=list(DEVICE_NAMES), metavar="FAMILY",
-                help="fail the run (exit 1) if it measured nothing on this device family (repeatable)")
-    g.addoption("--harness-scenario", default=None, choices=SCENARIOS,
-                help="run throughput cases under this MLPerf LoadGen scenario (overrides the suites' scenario:)")
+    add_options(parser)
 
 
 def pytest_addhooks(pluginmanager):
@@ -116,55 +96,28 @@ def pytest_configure(config):
             check_writable(config.getoption("--harness-report"), what="report")
     except UserError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if _is_xdist_controller(config):
-        config.stash[_RUN_KEY] = {"run_id": new_run_id(), "failed_nodes": []}
-    elif hasattr(config, "workerinput"):
-        # each xdist worker gets its own device now, before any framework starts
-        config.stash[_PIN_KEY] = devices.pin_worker(_worker(config)[1], families=_selected_families(config))
+    xdist.configure(config)
+    # SIGINT and SIGTERM end the run as a KeyboardInterrupt, whatever a framework installs
+    config.stash[_INTERRUPTS_KEY] = interrupts = Interrupts()
+    interrupts.hold()
 
 
-# -- pytest-xdist: one run, one device per worker ------------------------------
-def _is_xdist_controller(config) -> bool:
-    return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no" \
-        and bool(getattr(config.option, "numprocesses", None))
+def pytest_unconfigure(config):
+    interrupts = config.stash.get(_INTERRUPTS_KEY, None)
+    if interrupts is not None:
+        interrupts.release()
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node):
-    """Hand every worker the run id they all store their results under."""
-    node.workerinput["harness_run_id"] = node.config.stash[_RUN_KEY]["run_id"]
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node, error):
-    if error:  # a worker crashed: the run cannot count as finished
-        node.config.stash[_RUN_KEY]["failed_nodes"].append(node.gateway.id)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_auto_num_workers(config):
-    """`-n auto` with -m naming accelerator families: one worker per device of them."""
-    fams = _selected_families(config)
-    n = devices.device_count(fams) if fams else 0
-    return n or None
-
-
-def _selected_families(config) -> list[str]:
-    """The accelerator families the -m expression names."""
-    words = (config.getoption("markexpr", "") or "").replace("(", " ").replace(")", " ").split()
-    return [d.name for d in DEVICE_FAMILIES if d.detector != "host" and d.name in words]
-
-
-def _worker(config) -> tuple[str | None, int, int]:
-    """(shared run id, worker number, worker count); (None, 0, 1) without xdist."""
-    wi = getattr(config, "workerinput", None)
-    if not wi:
-        return None, 0, 1
-    return wi.get("harness_run_id"), int(str(wi["workerid"]).lstrip("gw") or 0), int(wi.get("workercount", 1))
-
-
-def _baselines_path(config) -> Path | None:
-    return locate_baselines(config.getoption("--harness-baselines"), config.rootpath)
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config):
+    """The exit code on the harness's table (harness.errors.ExitCode), for `pytest` as for `harness run`."""
+    try:
+        rc = yield
+    except pytest.UsageError as exc:  # raised by a hook (a bad option value, an unusable store): pytest's 4
+        for msg in exc.args:
+            print(f"ERROR: {msg}\n", file=sys.stderr)
+        return int(ExitCode.INPUT) if input_errors(config) else int(ExitCode.USAGE)
+    return selection.exit_code(config, rc)
 
 
 def pytest_sessionstart(session):
@@ -175,7 +128,7 @@ def pytest_sessionstart(session):
             register_runner(cls.name)(cls)
     # A broken baselines file stops the run before anything is measured,
     # with the file and the fix, instead of failing every case one by one.
-    path = _baselines_path(session.config)
+    path = baselines_path(session.config)
     if path is not None:
         try:
             session.config.stash[_BASELINES_KEY] = load_baselines(path)
@@ -184,11 +137,12 @@ def pytest_sessionstart(session):
             raise pytest.UsageError(str(exc)) from None
     # A database store is checked before anything is measured: an unreachable
     # server or refused credentials stop the run with no run recorded.
-    spec = _store_spec(session.config)
+    spec = store_spec(session.config)
     if db.is_url(spec) and not hasattr(session.config, "workerinput"):
         try:
             Store(spec).close()
         except UserError as exc:
+            input_errors(session.config).append(str(exc))  # bad input (3), as for `harness run`
             raise pytest.UsageError(str(exc)) from None
 
 
@@ -206,6 +160,7 @@ class SuiteFile(pytest.File):
         except UserError as exc:
             input_errors(self.config).append(str(exc))
             raise
+        selection.saw_suite(self.config)
         for case in build_plan(suite):
             item = CaseItem.from_parent(self, name=case.name, case=case)
             for m in case.markers:
@@ -232,7 +187,14 @@ class CaseItem(pytest.Item):
         progress = self.config.stash.get(_PROGRESS_KEY, None)
         if progress is not None:
             progress.start(self.case.suite.model, self.case.name)
-        res = session.execute(self.case)  # a result the store cannot take is kept in the journal
+        try:
+            res = session.execute(self.case)  # a result the store cannot take is kept in the journal
+        finally:  # a framework (MindSpore) may have taken SIGINT during the case: ours again
+            interrupts = self.config.stash.get(_INTERRUPTS_KEY, None)
+            if interrupts is not None:
+                interrupts.reclaim()
+        if interrupts is not None:
+            interrupts.check()  # a signal whose KeyboardInterrupt a framework swallowed: the run stops here
         if progress is not None:
             progress.finish(res)
         self.user_properties.append(("harness_result", res.to_dict()))
@@ -260,14 +222,14 @@ class CaseItem(pytest.Item):
 def _session(config):
     s = config.stash.get(_SESSION_KEY, None)
     if s is None:
-        baselines = _baselines_path(config)
+        baselines = baselines_path(config)
         extra: dict = {}
         for part in config.hook.pytest_harness_env_extra(config=config):
             extra.update(part or {})
         try:
-            run_id, _, workers = _worker(config)
+            run_id, _, workers = xdist.worker(config)
             s = HarnessSession(
-                run_id=run_id, workers=workers, pinned=config.stash.get(_PIN_KEY, None),
+                run_id=run_id, workers=workers, pinned=config.stash.get(xdist.PIN_KEY, None),
                 store=config.getoption("--harness-store"),
                 cache=config.getoption("--harness-cache"),
                 baselines=baselines,
@@ -297,25 +259,18 @@ def _notifier(config):  # a line on the terminal while a case runs (pytest captu
     return notify
 
 
-def _store_spec(config) -> str:
-    return config.getoption("--harness-store") or db.default_spec()  # $HARNESS_STORE, else .harness/results.sqlite
-
-
-def _where(spec: str) -> str:
-    return redact(spec) if db.is_url(spec) else os.path.abspath(spec)
-
-
 ETA_HISTORY = 5  # earlier results per case that the progress ETA takes its median over
 
 
 def pytest_collection_finish(session):
     config = session.config
-    if not config.getoption("--harness-progress") or config.getoption("collectonly"):
+    if not config.getoption("--harness-progress") or config.getoption("collectonly") \
+            or hasattr(config, "workerinput"):  # an xdist worker's stdout is not the terminal
         return
     cases = [(i.case.suite.model, i.case.name, i.case.stage) for i in session.items if isinstance(i, CaseItem)]
     if not cases:
         return
-    spec = _store_spec(config)
+    spec = store_spec(config)
     try:
         # the newest few results of each case are enough for a median, and a year of
         # history is not parsed at every start (1.1 s for 65,700 results; 0.3 s this way)
@@ -339,7 +294,7 @@ def pytest_report_teststatus(report, config):
             return "", "", ""  # counted at the call, as pytest does
         if outcome == "failed":
             outcome = "error"
-    return outcome, "", ""
+    return outcome, "", outcome.upper()  # no dot; the word for -v and the short summary (-rs)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -348,8 +303,8 @@ def pytest_sessionfinish(session, exitstatus):
         progress.close()
     config = session.config
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-    if _is_xdist_controller(config):
-        _finish_shared_run(config, interrupted)
+    if xdist.is_controller(config):
+        xdist.finish_shared_run(config, interrupted)
         return
     s = config.stash.get(_SESSION_KEY, None)
     if s is None:
@@ -360,55 +315,31 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     out = config.getoption("--harness-report")
     if out and not hasattr(config, "workerinput"):
-        _write_report(config, s.store.spec, out, s.baselines_path)
+        write_side_report(config, s.store.spec, out, s.baselines_path)
 
 
-_REPORT_FAILED_KEY = pytest.StashKey[str]()
-
-
-def _write_report(config, spec, out, baselines) -> bool:
-    """A side output: checked at the start; if it still fails, the results stay
-    stored and the run's exit code is the cases' own."""
-    try:
-        write_report(spec, out, baselines=baselines)
-        return True
-    except UserError as exc:
-        config.stash[_REPORT_FAILED_KEY] = str(exc)
-        return False
-
-
-def _finish_shared_run(config, interrupted: bool) -> None:
-    """xdist controller: every worker is done; the shared run becomes final now.
-    A worker that lost the store has already marked it interrupted: kept."""
-    run = config.stash[_RUN_KEY]
-    spec = _store_spec(config)
-    if not db.is_url(spec) and not os.path.isfile(spec):
-        return  # no case ran: no store, no run
-    run.update(finish_shared_run(spec, run["run_id"], "interrupted" if interrupted or run["failed_nodes"]
-                                 else "finished"))
-    out = config.getoption("--harness-report")
-    if out and run.get("status"):
-        _write_report(config, spec, out, _baselines_path(config))
+def pytest_collection_modifyitems(session, config, items):
+    selection.deselect(config, items, lambda item: item.case if isinstance(item, CaseItem) else None)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr = terminalreporter
     out = config.getoption("--harness-report")
-    failed = config.stash.get(_REPORT_FAILED_KEY, None)
+    failed = config.stash.get(REPORT_FAILED_KEY, None)
     if failed:
         tr.write_line(f"error: report not written (the results are stored; the exit code is the cases' own): "
                       f"{failed}", red=True)
-    if _is_xdist_controller(config):
-        run = config.stash[_RUN_KEY]
+    if selection.selection(config)["suites"]:  # a run over suites: say what is wrong with its selection
+        if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+            for line in selection.nothing_selected_lines(config, list(markers())):
+                tr.write_line(line, red=True)
+        else:
+            for note in selection.selection_notes(config, list(markers())):
+                tr.write_line(f"warning: {note}", yellow=True)
+    if xdist.is_controller(config):
         tr.write_sep("-", "harness")
-        workers = getattr(config.option, "numprocesses", None)
-        tr.write_line(f"run {run['run_id']} ({workers} workers): {run.get('status') or 'no case stored'}, "
-                      f"{run.get('results', 0)} results")
-        tr.write_line(f"results: {_where(_store_spec(config))}")
-        if run.get("note"):
-            tr.write_line(run["note"])
-        if out and run.get("status") and not failed:
-            tr.write_line(f"report:  {os.path.abspath(out)}")
+        for line in xdist.summary_lines(config, bool(failed)):
+            tr.write_line(line)
         return
     s = config.stash.get(_SESSION_KEY, None)
     if s is None:
@@ -419,7 +350,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.write(render_tables(s.results, terminal=tr.hasmarkup, width=tr._tw.fullwidth if tr.hasmarkup else 100))
     for line in getattr(s, "unmeasured", ()):
         tr.write_line(line, yellow=True)
-    tr.write_line(f"results: {_where(s.store.spec)}")
+    tr.write_line(f"results: {where(s.store.spec)}")
+    if exitstatus == pytest.ExitCode.INTERRUPTED and not getattr(s, "finish_note", None):
+        n = len(s.results)
+        kept = f"the {n} result{'' if n == 1 else 's'} above stay stored" if n else "before any case finished"
+        tr.write_line(f"run {s.run_id} interrupted: {kept}; an interrupted run is never taken as a baseline")
     for line in s.summary_lines() + [getattr(s, "finish_note", None) or ""]:
         if line:
             tr.write_line(line, red=line.startswith("NOT STORED"))
