@@ -161,6 +161,8 @@ def walk_not_stored(root: Path) -> None:
 WALKS = {"OK": walk_ok, "FAILED": walk_failed, "USAGE": walk_usage, "INPUT": walk_input,
          "NOTHING_COMPARED": walk_nothing_compared, "NOTHING_SELECTED": walk_nothing_selected,
          "INCONCLUSIVE": walk_inconclusive, "NOT_STORED": walk_not_stored}
+
+
 @pytest.mark.parametrize("code, name", [pytest.param(c, n, id=f"{c}-{n}") for c, n in exit_code_rows()])
 def test_every_row_of_the_readme_exit_code_table(code, name, tmp_path):
     assert name in WALKS, f"README row {code} {name} has no walk here: add one to WALKS"
