@@ -34,16 +34,25 @@ MINDSPORE_INSTALL = "pip install -e '.[mindspore]' (mindspore, mindcv)"
 TORCH_INSTALL = "pip install -e '.[torch]' (torch, torchvision, timm)"
 
 
+def _absent(mod: str) -> bool:
+    """Not importable here: not installed, or hidden or broken so that even looking it up fails
+    (a None left in sys.modules, an import hook that refuses it)."""
+    try:
+        return importlib.util.find_spec(mod) is None
+    except (ImportError, ValueError):
+        return True
+
+
 def need_mindspore(what: str) -> None:
     """A CaseSkipped naming the extra when MindSpore or mindcv is not installed."""
     for mod in ("mindspore", "mindcv"):
-        if importlib.util.find_spec(mod) is None:
+        if _absent(mod):
             raise CaseSkipped(f"{what} needs {mod}, which is not installed: {MINDSPORE_INSTALL}")
 
 
 def need_torch(what: str) -> None:
     for mod in ("torch", "timm"):
-        if importlib.util.find_spec(mod) is None:
+        if _absent(mod):
             raise CaseSkipped(f"{what} needs {mod}, which is not installed: {TORCH_INSTALL}")
 
 
