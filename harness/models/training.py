@@ -34,7 +34,7 @@ def stream_for(plan: dict, rank: int = 0) -> TrainStream:
     if data.get("files"):
         imgs, labels = load_images(data["files"], 2 * plan["image_size"])
     else:
-        imgs, labels = learnable_images(data["images"], data["classes"], 2 * plan["image_size"], seed=plan["seed"])
+        imgs, labels = learnable_images(data["images"] or 32, data["classes"], 2 * plan["image_size"], seed=plan["seed"])
     return TrainStream(imgs, labels, plan["image_size"], plan["mean"], plan["std"], AUGMENTS[plan["augment"]],
                        seed=plan["seed"], rank=rank)
 
