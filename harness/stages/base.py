@@ -41,6 +41,8 @@ class Case:
     batch_size: int | None = None
     format: str | None = None
     markers: list[str] = field(default_factory=list)
+    # runs before every other case of its suite (it makes what they use: a fed checkpoint)
+    first: bool = False
 
     @property
     def name(self) -> str:

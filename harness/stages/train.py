@@ -144,7 +144,10 @@ class TrainStage(Stage):
         cfg = suite.stage_config.get("train")
         for t in (cfg.targets if cfg else ()):
             for b in t.batch_sizes:
-                yield TrainCase(suite, "train", t.device, None, b, None, [t.device, "train"], train_target=t)
+                # the fed checkpoint's own run goes first: export and the rest then load what it saved
+                fed = cfg.feeds == t.name and b == t.batch_sizes[0]
+                yield TrainCase(suite, "train", t.device, None, b, None, [t.device, "train"], first=fed,
+                                train_target=t)
 
     def run(self, case, ctx, res):
         t, suite = case.train_target, case.suite
