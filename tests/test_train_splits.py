@@ -144,3 +144,25 @@ def test_loaded_weights_name_their_checkpoint_digest(tmp_path):
     assert r.metrics["weights_origin"] == {"loaded": {"checkpoint": str(ckpt),
                                                       "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest()}}
     assert "loaded w.pth" in r.reason
+
+
+def test_editing_training_code_leaves_cached_exports_valid(tmp_path):
+    """The export cache's code fingerprint covers what shapes an export, not training."""
+    import harness.models
+    from harness.models.cache import TRAINING_MODULES, _code_fingerprint
+
+    src = Path(harness.models.__file__).parent
+    copy = tmp_path / "models"
+    shutil.copytree(src, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert _code_fingerprint(copy) == _code_fingerprint(src)
+    for name in sorted(TRAINING_MODULES):  # each is really a module there, and editing it changes nothing
+        assert (copy / name).is_file(), name
+        (copy / name).write_text((copy / name).read_text() + "\n# edited\n")
+    assert _code_fingerprint(copy) == _code_fingerprint(src)
+    # no module of the export path imports a training one (else leaving them out would be wrong)
+    for p in copy.glob("*.py"):
+        if p.name not in TRAINING_MODULES:
+            text = p.read_text()
+            assert not any(f"models.{n[:-3]}" in text or f"import {n[:-3]}" in text for n in TRAINING_MODULES), p
+    (copy / "mindspore_net.py").write_text((copy / "mindspore_net.py").read_text() + "\n# edited\n")
+    assert _code_fingerprint(copy) != _code_fingerprint(src)  # the export path still invalidates
