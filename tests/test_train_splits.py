@@ -113,6 +113,14 @@ def test_trained_weights_are_scored_visibly_and_overlap_is_never_judged(tmp_path
     assert r.metrics["train_data_sha256"] == trained["train_data_sha256"] and len(trained["train_data_sha256"]) == 64
     assert "trained here (cpu-torch: 3 steps" in r.reason and "trained_on_eval" not in r.metrics
     assert r.baseline  # a disjoint split is held (here: not comparable, other weights)
+    # `harness show` (the terminal table) and the HTML report say it too
+    from harness.reports import render_report
+    from harness.reports.terminal import render
+
+    shown = " ".join(render([r], terminal=False).split())
+    assert "weights trained here (cpu-torch: 3 steps, 9 images, data sha256 " in shown
+    assert f"final loss {trained['final_loss']:.4f}" in shown
+    assert "weights trained here (cpu-torch: 3 steps, 9 images" in render_report(tmp_path / "r.sqlite")
     # the cached checkpoint is reused for the same identity: nothing trains again
     from harness.models import training
 

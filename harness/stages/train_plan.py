@@ -94,6 +94,7 @@ def trained_checkpoint(suite, cache_root) -> Path | None:
     plan = _fed_plan(suite, cache_root)
     if plan is None:
         return None
+    check_overlap(suite)  # also when no validate_suite ran first: never trains what accuracy would score
     path = Path(plan["checkpoint_cache"])
     record = trained_record(suite, cache_root, plan)
     if not path.is_file() or record is None:
@@ -147,7 +148,14 @@ def training_files(suite, data) -> list[tuple[Path, int]]:
         spec = suite.dataset
     else:
         spec = DatasetSpec(kind=data.kind, path=data.path, label_file=data.label_file)
-    ds = datasets.from_spec(spec, suite.resolve, num_classes=suite.source.num_classes)
+    try:
+        ds = datasets.from_spec(spec, suite.resolve, num_classes=suite.source.num_classes)
+    except UserError as exc:
+        if data.kind == "dataset":
+            raise
+        raise UserError(f"train.data: {exc.message}", path=exc.path or suite.path,
+                        fix="set train.data.path (and label_file) in the suite to the training split's images; "
+                            "make them first where the suite says how (examples/digits: make_digits.py)") from None
     picked = sorted(ds.samples, key=lambda s: str(s.path))
     if data.images is not None:
         random.Random(data.seed).shuffle(picked)
