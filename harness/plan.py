@@ -15,7 +15,7 @@ from harness.errors import UserError
 from harness.models.cards import card_for
 from harness.runners import get_runner_class
 from harness.stages import Case, build_plan, stage_sections, stages
-from harness.stages.train_plan import check_overlap
+from harness.train.plan import check_overlap
 from harness.vocab import DEVICES
 
 

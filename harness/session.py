@@ -19,7 +19,7 @@ from harness.models.provider import ModelProvider
 from harness.results import Result, provenance
 from harness.results.store import Store, StoreUnavailable
 from harness.runners import devices, get_runner_class, why_unavailable
-from harness.stages import Case, StageContext, get_stage
+from harness.stages import Case, StageContext, get_stage, stages
 from harness.vocab import HOST_DEVICE
 
 
@@ -79,7 +79,7 @@ class HarnessSession:
         models = ModelProvider(ArtifactCache(cache), chips=lambda fam: devices.detect().chips(fam),
                                why_absent=_why_absent)
         self.context = StageContext(models, baselines=baselines_file, baselines_path=self.baselines_path,
-                                    timing_override=timing_override)
+                                    timing_override=timing_override, stages=stages().values())
         self.context.scenario_override = scenario
         self.status = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
         self._suite_hashes: dict = {}

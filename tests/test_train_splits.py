@@ -14,7 +14,7 @@ import pytest
 
 from harness.errors import ExitCode, UserError
 from harness.plan import build_plan, read_suite, validate_suite
-from harness.stages import train_plan
+from harness.train import plan as train_plan
 from tests.conftest import REPO, color_images
 
 pytest.importorskip("torch")
@@ -122,7 +122,7 @@ def test_trained_weights_are_scored_visibly_and_overlap_is_never_judged(tmp_path
     assert f"final loss {trained['final_loss']:.4f}" in shown
     assert "weights trained here (cpu-torch: 3 steps, 9 images" in render_report(tmp_path / "r.sqlite")
     # the cached checkpoint is reused for the same identity: nothing trains again
-    from harness.models import training
+    from harness.train import run as training
 
     monkeypatch.setattr(training, "run", lambda plan: pytest.fail("retrained a cached checkpoint"))
     again = accuracy(tmp_path, suite_at(tmp_path, tmp_path / "train", tmp_path / "val"), tmp_path / "c")
@@ -154,23 +154,33 @@ def test_loaded_weights_name_their_checkpoint_digest(tmp_path):
     assert "loaded w.pth" in r.reason
 
 
-def test_editing_training_code_leaves_cached_exports_valid(tmp_path):
-    """The export cache's code fingerprint covers what shapes an export, not training."""
+def test_editing_training_code_leaves_cached_exports_valid(tmp_path, monkeypatch):
+    """The export cache's code fingerprint covers harness/models (what shapes an
+    export); training lives in harness/train, which harness/models never imports."""
     import harness.models
-    from harness.models.cache import TRAINING_MODULES, _code_fingerprint
+    import harness.train
+    from harness.models import cache
 
-    src = Path(harness.models.__file__).parent
+    models_dir = Path(harness.models.__file__).parent
+    train_dir = Path(harness.train.__file__).parent
+    before = cache._code_fingerprint()
+    read = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self.resolve()) or real(self))
+    assert cache._code_fingerprint() == before
+    monkeypatch.undo()
+    assert read and all(models_dir.resolve() in p.parents for p in read)  # only harness/models is read
+    assert sorted(p.name for p in train_dir.glob("*.py")) == sorted(
+        ["__init__.py", "common.py", "inputs.py", "launchers.py", "mindspore_trainer.py", "plan.py", "run.py",
+         "timing.py", "torch_trainer.py", "worker.py"])
+    assert not any(p.name.startswith("train") or p.name in ("training.py", "launchers.py")
+                   for p in models_dir.glob("*.py"))  # harness/models holds no training module
+    for p in models_dir.rglob("*.py"):
+        text = p.read_text()  # (lint-imports' layers forbid it too)
+        assert "from harness.train" not in text and "import harness.train" not in text, p
+    # editing a training module: same fingerprint; editing the export path: a new one
     copy = tmp_path / "models"
-    shutil.copytree(src, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    assert _code_fingerprint(copy) == _code_fingerprint(src)
-    for name in sorted(TRAINING_MODULES):  # each is really a module there, and editing it changes nothing
-        assert (copy / name).is_file(), name
-        (copy / name).write_text((copy / name).read_text() + "\n# edited\n")
-    assert _code_fingerprint(copy) == _code_fingerprint(src)
-    # no module of the export path imports a training one (else leaving them out would be wrong)
-    for p in copy.glob("*.py"):
-        if p.name not in TRAINING_MODULES:
-            text = p.read_text()
-            assert not any(f"models.{n[:-3]}" in text or f"import {n[:-3]}" in text for n in TRAINING_MODULES), p
+    shutil.copytree(models_dir, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert cache._code_fingerprint(copy) == before
     (copy / "mindspore_net.py").write_text((copy / "mindspore_net.py").read_text() + "\n# edited\n")
-    assert _code_fingerprint(copy) != _code_fingerprint(src)  # the export path still invalidates
+    assert cache._code_fingerprint(copy) != before

@@ -49,26 +49,20 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-#: Modules of harness.models that train and never shape an export (none of the
-#: export path imports them; a trained network reaches an export only as a
-#: checkpoint, whose sha256 is in the key): left out of the fingerprint, so
-#: editing training code leaves cached exports valid.
-TRAINING_MODULES = frozenset({"train_common.py", "train_inputs.py", "train_mindspore.py", "train_torch.py",
-                              "train_worker.py", "training.py", "launchers.py"})
-
-
 def _code_fingerprint(here: Path | None = None) -> str:
     """Hash of the code that shapes an export: changing it invalidates the cache.
 
     Every module of the :mod:`harness.models` package (networks, cards and
-    their fixes, weights, exporters, this cache) but the training ones
-    (:data:`TRAINING_MODULES`) is hashed, found by walking the package itself,
-    so a module added, moved or renamed there is covered without a list to
-    keep up to date.
+    their fixes, weights, exporters, this cache) is hashed, found by walking
+    the package itself, so a module added, moved or renamed there is covered
+    without a list to keep up to date. Training lives in :mod:`harness.train`,
+    a layer above, which nothing here imports: a trained network reaches an
+    export only as a checkpoint, whose sha256 is in the key, so editing
+    training code leaves cached exports valid.
     """
     h = hashlib.sha256(harness.__version__.encode())
     here = here or Path(__file__).parent
-    modules = sorted(p for p in here.rglob("*.py") if p.name not in TRAINING_MODULES)
+    modules = sorted(here.rglob("*.py"))
     if not modules:  # a broken install: refuse rather than cache without a fingerprint
         raise RuntimeError(f"no modules found under {here} to fingerprint the export code")
     for p in modules:

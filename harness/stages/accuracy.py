@@ -11,8 +11,8 @@ from harness.data.prep_cache import PrepCache
 from harness.data.samples import batches
 from harness.errors import CaseFailed, CaseSkipped
 from harness.metrics import TopK
-from harness.stages import train_plan
 from harness.stages.base import Stage
+from harness.train import plan as train_plan
 
 
 class AccuracyStage(Stage):

@@ -23,13 +23,14 @@ from harness.analysis.comparability import device_model_matches
 from harness.analysis.verdicts import hold
 from harness.config.baselines import select
 from harness.errors import CaseFailed, CaseSkipped, UserError
-from harness.metrics.train_timing import summarize
-from harness.models import launchers, training
-from harness.models import train_common as tc
 from harness.models.torch_reference import need_mindspore, need_torch
-from harness.models.train_inputs import AUGMENTS
 from harness.stages.base import Case, Stage
-from harness.stages.train_plan import plan_for, write_record
+from harness.train import common as tc
+from harness.train import launchers
+from harness.train import run as training
+from harness.train.inputs import AUGMENTS
+from harness.train.plan import plan_for, trained_checkpoint, write_record
+from harness.train.timing import summarize
 from harness.vocab import DEVICE_NAMES, PRECISIONS
 
 
@@ -148,6 +149,10 @@ class TrainStage(Stage):
                 fed = cfg.feeds == t.name and b == t.batch_sizes[0]
                 yield TrainCase(suite, "train", t.device, None, b, None, [t.device, "train"], first=fed,
                                 train_target=t)
+
+    def weights(self, suite, cache_root):
+        """Train or load: the checkpoint of the ``train.feeds`` target (see harness.train.plan)."""
+        return trained_checkpoint(suite, cache_root)
 
     def run(self, case, ctx, res):
         t, suite = case.train_target, case.suite

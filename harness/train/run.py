@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.models.train_common import Curves, NonFiniteLoss, PeakRSS, drive, lr_schedule
-from harness.models.train_inputs import AUGMENTS, TrainStream, learnable_images, load_images
-from harness.models.train_mindspore import MindSporeTrainer
-from harness.models.train_torch import TorchTrainer
+from harness.train.common import Curves, NonFiniteLoss, PeakRSS, drive, lr_schedule
+from harness.train.inputs import AUGMENTS, TrainStream, learnable_images, load_images
+from harness.train.mindspore_trainer import MindSporeTrainer
+from harness.train.torch_trainer import TorchTrainer
 
 
 def make_trainer(plan: dict, model=None):

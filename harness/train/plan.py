@@ -1,5 +1,5 @@
 """The train stage's plan: a suite's ``train:`` target resolved into the plain
-dict that :func:`harness.models.training.run` (or a launcher's worker) takes,
+dict that :func:`harness.train.run.run` (or a launcher's worker) takes,
 with its identity; and "train or load", the trained checkpoint that feeds the
 suite's other stages (cached by that identity).
 """
@@ -16,10 +16,10 @@ from harness.data import datasets
 from harness.data.recipes import get_recipe
 from harness.errors import UserError
 from harness.fsio import atomic_path
-from harness.models import train_common as tc
-from harness.models import training
+from harness.train import common as tc
+from harness.train import run as training
 from harness.models.cards import reference_of
-from harness.models.train_inputs import AUGMENTS
+from harness.train.inputs import AUGMENTS
 from harness.vocab import DEVICES
 
 
