@@ -25,11 +25,11 @@ sys.path.insert(0, str(REPO))
 def main() -> int:
     from harness.config.baselines import load_baselines, select
     from harness.config.suite import load_suite
-    from harness.metrics.train_timing import summarize
-    from harness.models import launchers
     from harness.stages import stage_sections
     from harness.stages.train import TrainTarget
-    from harness.stages.train_plan import plan_for
+    from harness.train import launchers
+    from harness.train.plan import plan_for
+    from harness.train.timing import summarize
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--suite", default=str(REPO / "suites" / "efficientnet_b0"))

@@ -15,6 +15,7 @@ from harness.errors import UserError
 from harness.models.cards import card_for
 from harness.runners import get_runner_class
 from harness.stages import Case, build_plan, stage_sections, stages
+from harness.train.plan import check_overlap
 from harness.vocab import DEVICES
 
 
@@ -53,6 +54,7 @@ def validate_suite(suite: Suite) -> None:
             if t.format in ("onnx", "mindir") and suite.source.kind == "mindcv" and t.format not in suite.export:
                 raise UserError(f"target {t.name!r} runs {t.format} but export: does not list it",
                                 fix=f"add {t.format} to export:")
+        check_overlap(suite)  # training images that accuracy would score: refused unless allowed
     except UserError as exc:
         if exc.path is None:
             raise UserError(exc.message, path=suite.path, fix=exc.fix) from None

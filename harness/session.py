@@ -21,7 +21,7 @@ from harness.results import Result, provenance
 from harness.results.journal import Journal, journal_dir, replay
 from harness.results.store import Store, StoreUnavailable
 from harness.runners import devices, get_runner_class, why_unavailable
-from harness.stages import Case, StageContext, get_stage
+from harness.stages import Case, StageContext, get_stage, stages
 from harness.vocab import HOST_DEVICE
 
 
@@ -93,7 +93,7 @@ class HarnessSession:
         models = ModelProvider(ArtifactCache(cache), chips=lambda fam: devices.detect().chips(fam),
                                why_absent=_why_absent)
         self.context = StageContext(models, baselines=baselines_file, baselines_path=self.baselines_path,
-                                    timing_override=timing_override)
+                                    timing_override=timing_override, stages=stages().values())
         self.context.scenario_override = scenario
         self.status = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
         self._suite_hashes: dict = {}

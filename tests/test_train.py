@@ -12,10 +12,11 @@ import pytest
 
 from harness.config.suite import load_suite
 from harness.errors import CaseFailed, CaseSkipped, UserError
-from harness.metrics.train_timing import steady_start, summarize
-from harness.models import launchers, training
-from harness.models import train_common as tc
 from harness.stages import build_plan, stage_sections
+from harness.train import common as tc
+from harness.train import launchers
+from harness.train import run as training
+from harness.train.timing import steady_start, summarize
 
 torch = pytest.importorskip("torch")
 
@@ -124,7 +125,8 @@ def test_unknown_optimizer_and_negative_steps_name_the_key(tmp_path):
 
 
 def test_a_recipe_that_does_not_fit_the_framework_is_named():
-    from harness.models import train_mindspore, train_torch
+    from harness.train import mindspore_trainer as train_mindspore
+    from harness.train import torch_trainer as train_torch
 
     with pytest.raises(UserError, match="dynamic_loss_scale"):
         train_mindspore.check_fits({**RECIPE, "dynamic_loss_scale": True}, "CPU", "fp32")
@@ -167,7 +169,7 @@ def test_out_of_memory_fails_one_batch_and_the_next_runs(tmp_path, monkeypatch):
 
 
 def test_a_failed_checkpoint_write_leaves_nothing(tmp_path, monkeypatch):
-    from harness.models.train_torch import TorchTrainer
+    from harness.train.torch_trainer import TorchTrainer
 
     tr = TorchTrainer(plan(), model=tiny_net())
     dest = tmp_path / "trained" / "model.pth"
@@ -185,11 +187,11 @@ def test_a_failed_checkpoint_write_leaves_nothing(tmp_path, monkeypatch):
 # -- several devices ---------------------------------------------------------------------
 def test_launcher_commands_are_the_frameworks_own(tmp_path):
     t = launchers.command("torch", 2, tmp_path / "plan.json")
-    assert t[:3] == ["torchrun", "--standalone", "--nproc_per_node=2"] and t[-2:] == ["harness.models.train_worker",
+    assert t[:3] == ["torchrun", "--standalone", "--nproc_per_node=2"] and t[-2:] == ["harness.train.worker",
                                                                                        str(tmp_path / "plan.json")]
     m = launchers.command("mindspore", 8, tmp_path / "plan.json")
     assert m[0] == "msrun" and "--worker_num=8" in m and "--local_worker_num=8" in m
-    assert m[-2].endswith("harness/models/train_worker.py") and Path(m[-2]).is_file()  # msrun runs a script
+    assert m[-2].endswith("harness/train/worker.py") and Path(m[-2]).is_file()  # msrun runs a script
     import subprocess
 
     def oom_run(cmd, **kw):
@@ -204,7 +206,7 @@ def test_launcher_commands_are_the_frameworks_own(tmp_path):
 # -- train or load ---------------------------------------------------------------------------
 def test_trained_checkpoint_feeds_export_and_parity(tmp_path):
     from harness.session import HarnessSession
-    from harness.stages.train_plan import plan_for
+    from harness.train.plan import plan_for
 
     suite = load_suite(suite_file(tmp_path, feeds="cpu-torch"), stage_sections())
     s = HarnessSession(store=tmp_path / "r.sqlite", cache=tmp_path / "c")

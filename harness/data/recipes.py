@@ -160,6 +160,9 @@ _add(Recipe("modelzoo_xception", "shorter", 320, 299, "bilinear", (127.5,) * 3, 
 _add(Recipe("modelzoo_efficientnet_b0", "shorter", 255, 224, "bilinear", (127.5,) * 3, (127.5,) * 3,
             source="MindSpore ModelZoo EfficientNet-B0 eval: Resize(255), CenterCrop(224), Normalize(127.5, 127.5)",
             backend="mindspore"))
+_add(Recipe("whole_image_mean127", "square", 224, 224, "bilinear", (127.5,) * 3, (127.5,) * 3,
+            source="small whole-image sets (scikit-learn's 8x8 digits): the whole image resized to the input, "
+                   "no crop, Normalize(127.5, 127.5)"))
 # timm's eval transform: Resize(floor(crop / crop_pct)), CenterCrop(crop), the
 # model's mean/std and interpolation (its pretrained_cfg).
 _add(Recipe("timm_legacy_seresnext50_32x4d", "shorter", 256, 224, "bilinear", *_imagenet(),

@@ -51,3 +51,19 @@ def verdict_view(v: dict) -> dict:
         "tolerance": tolerance(v.get("tolerance")), "document": src.get("document", ""),
         "section": src.get("section", ""),
     }
+
+
+def weights_text(m: dict) -> str:
+    """Where an accuracy result's weights came from: loaded (the checkpoint's
+    digest) or trained here (target, steps, training data digest, final loss)."""
+    origin = m.get("weights_origin") or {}
+    if "trained" in origin:
+        t = origin["trained"]
+        loss = f"{t['final_loss']:.4f}" if isinstance(t.get("final_loss"), (int, float)) else "?"
+        text = (f"trained here ({t.get('target')}: {t.get('steps')} steps, {t.get('train_images')} images, "
+                f"data sha256 {str(t.get('train_data_sha256'))[:12]}, final loss {loss})")
+        return text + ("; TRAINED ON THE EVALUATION IMAGES, not judged" if m.get("trained_on_eval") else "")
+    if "loaded" in origin:
+        lo = origin["loaded"]
+        return f"loaded {lo.get('checkpoint')} (sha256 {str(lo.get('sha256'))[:12]})"
+    return ""

@@ -26,6 +26,7 @@ from harness.reports.formatting import halfwidth
 from harness.reports.formatting import ms as _ms
 from harness.reports.formatting import num as _num
 from harness.reports.formatting import verdict_view as _verdict_view
+from harness.reports.formatting import weights_text
 from harness.results import STATUSES, Result, db
 from harness.results.history import load_history, run_order
 from harness.results.liveness import clock_note
@@ -223,7 +224,7 @@ def _accuracy(results: list[Result], run_label) -> list[dict]:
         rows.append({
             "case": r.case, "device": device_label(r.device), "batch_size": r.batch_size,
             "top1": _num(m.get("top1"), ".3f"), "top5": _num(m.get("top5"), ".3f"),
-            "num_images": m.get("num_images", "—"), "status": r.status, "reason": r.reason,
+            "num_images": m.get("num_images", "—"), "status": r.status, "reason": r.reason, "weights": weights_text(m),
             "baselines": [_verdict_view(v) for v in (v.to_dict() for v in verdicts_of(r.baseline))], "run": run_label(r.run_id),
         })
     return rows

@@ -17,7 +17,7 @@ import io
 from collections import Counter, defaultdict
 
 from harness.analysis.verdicts import verdicts_of
-from harness.reports.formatting import doc, halfwidth, ms, num
+from harness.reports.formatting import doc, halfwidth, ms, num, weights_text
 from harness.results.record import Result
 from harness.vocab import STAGE_NAMES as STAGES
 from harness.vocab import device_label
@@ -92,7 +92,7 @@ def _lines(results: list[Result]) -> list[str]:
             vs = ", ".join(f"{v.metric} {v.verdict} vs {doc(v.value)}" for v in verdicts_of(r.baseline))
             out.append(f"accuracy {_target(r)}: {r.status}, top1 {num(m.get('top1'), '.3f')} "
                        f"top5 {num(m.get('top5'), '.3f')} on {m.get('num_images', '?')} images"
-                       + (f" ({vs})" if vs else ""))
+                       + (f" ({vs})" if vs else "") + (f"; weights {w}" if (w := weights_text(m)) else ""))
         elif r.status in ("failed", "error") and r.stage != "throughput":
             out.append(f"{r.stage} {r.case}: {r.status}: {r.reason.splitlines()[0] if r.reason else ''}")
     return out

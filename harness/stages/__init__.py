@@ -70,9 +70,10 @@ def stage_sections() -> dict:
 def build_plan(suite: Suite) -> list[Case]:
     """The suite's cases: one per stage x target x batch size (export: one per format)."""
     cases = [case for stage in stages().values() for case in stage.cases(suite)]
-    # suite-level cases (export) first, then target by target in the suite's order
+    # cases the others use first (a fed training run), suite-level cases (export), then target by
+    # target in the suite's order
     position = {id(t): i for i, t in enumerate(suite.targets)}
-    return sorted(cases, key=lambda c: -1 if c.target is None else position[id(c.target)])
+    return sorted(cases, key=lambda c: -2 if c.first else -1 if c.target is None else position[id(c.target)])
 
 
 __all__ = ["Case", "Stage", "StageContext", "build_plan", "get_stage", "register_stage", "stage_sections", "stages"]

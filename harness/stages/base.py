@@ -11,6 +11,7 @@ which the session builds once per run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar, Iterable
 
 import numpy as np
@@ -28,7 +29,6 @@ from harness.models.provider import ModelProvider, predict
 from harness.results import Result
 from harness.runners import devices as device_detection
 from harness.runners import get_runner_class
-from harness.stages import train_plan
 from harness.vocab import DEVICES, HOST_DEVICE
 
 
@@ -41,6 +41,8 @@ class Case:
     batch_size: int | None = None
     format: str | None = None
     markers: list[str] = field(default_factory=list)
+    # runs before every other case of its suite (it makes what they use: a fed checkpoint)
+    first: bool = False
 
     @property
     def name(self) -> str:
@@ -72,6 +74,11 @@ class Stage:
     def run(self, case: Case, ctx: "StageContext", res: Result) -> None:
         raise NotImplementedError
 
+    def weights(self, suite: Suite, cache_root) -> "Path | None":
+        """Train or load: weights this stage makes for the suite's other stages
+        (the train stage's ``train.feeds``), made now if not cached; None: none."""
+        return None
+
 
 def torch_native(target) -> bool:
     """Does this target's runner run the suite's PyTorch network (runner: torch)?"""
@@ -82,10 +89,11 @@ class StageContext:
     """What stages share in one run: models and artifacts, runners, inputs, baselines."""
 
     def __init__(self, models: ModelProvider, *, baselines=None, baselines_path=None,
-                 timing_override: dict | None = None):
+                 timing_override: dict | None = None, stages: Iterable[Stage] = ()):
         self.models = models
-        # "train or load": the provider asks the train stage's plan for a fed checkpoint
-        models.trained = lambda suite: train_plan.trained_checkpoint(suite, models.cache.root)
+        # "train or load": the provider asks the stages for weights one of them makes (a fed checkpoint)
+        makers = list(stages)
+        models.trained = lambda suite: next((w for s in makers if (w := s.weights(suite, models.cache.root))), None)
         self.baselines = baselines
         self.baselines_path = baselines_path
         self.timing_override = {k: v for k, v in (timing_override or {}).items() if v is not None}

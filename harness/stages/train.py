@@ -23,13 +23,14 @@ from harness.analysis.comparability import device_model_matches
 from harness.analysis.verdicts import hold
 from harness.config.baselines import select
 from harness.errors import CaseFailed, CaseSkipped, UserError
-from harness.metrics.train_timing import summarize
-from harness.models import launchers, training
-from harness.models import train_common as tc
 from harness.models.torch_reference import need_mindspore, need_torch
-from harness.models.train_inputs import AUGMENTS
 from harness.stages.base import Case, Stage
-from harness.stages.train_plan import plan_for
+from harness.train import common as tc
+from harness.train import launchers
+from harness.train import run as training
+from harness.train.inputs import AUGMENTS
+from harness.train.plan import plan_for, trained_checkpoint, write_record
+from harness.train.timing import summarize
 from harness.vocab import DEVICE_NAMES, PRECISIONS
 
 
@@ -69,11 +70,24 @@ class LearnsSpec(_Strict):
 
 class DataSpec(_Strict):
     # generated: class-dependent colour and stripes (learnable labels), no files needed;
-    # dataset: `images` images drawn (with `seed`) from the suite's dataset: section (class folders)
-    kind: Literal["generated", "dataset"] = "generated"
-    images: int = Field(32, gt=0)
+    # imagefolder | flat: the training split's own labelled images (path, label_file, as dataset: takes);
+    # dataset: drawn from the suite's dataset: section, the images accuracy scores (overlaps by definition)
+    kind: Literal["generated", "imagefolder", "flat", "dataset"] = "generated"
+    path: str | None = None
+    label_file: str | None = None
+    # how many images (drawn with `seed`); None: 32 generated, or every image of the folder
+    images: int | None = Field(None, gt=0)
     classes: int = Field(10, gt=1)  # generated only
     seed: int = 0
+    # training images that are also accuracy's evaluation images: refused unless allowed, and then
+    # every accuracy result says trained_on_eval and is never held against a baseline
+    allow_overlap: bool = False
+
+    def model_post_init(self, _):
+        if self.kind in ("imagefolder", "flat") and not self.path:
+            raise ValueError(f"train.data.kind {self.kind} needs train.data.path (the training split's folder)")
+        if self.kind == "flat" and not self.label_file:
+            raise ValueError("train.data.kind flat needs train.data.label_file")
 
 
 class TrainTarget(_Strict):
@@ -131,7 +145,14 @@ class TrainStage(Stage):
         cfg = suite.stage_config.get("train")
         for t in (cfg.targets if cfg else ()):
             for b in t.batch_sizes:
-                yield TrainCase(suite, "train", t.device, None, b, None, [t.device, "train"], train_target=t)
+                # the fed checkpoint's own run goes first: export and the rest then load what it saved
+                fed = cfg.feeds == t.name and b == t.batch_sizes[0]
+                yield TrainCase(suite, "train", t.device, None, b, None, [t.device, "train"], first=fed,
+                                train_target=t)
+
+    def weights(self, suite, cache_root):
+        """Train or load: the checkpoint of the ``train.feeds`` target (see harness.train.plan)."""
+        return trained_checkpoint(suite, cache_root)
 
     def run(self, case, ctx, res):
         t, suite = case.train_target, case.suite
@@ -162,6 +183,8 @@ class TrainStage(Stage):
                 res.metrics["out_of_memory"] = True
                 raise CaseFailed(f"out of memory at batch {case.batch_size}: {str(exc)[:300]}") from None
             raise
+        if plan.get("checkpoint") and out.get("checkpoint") and "nonfinite" not in out:
+            write_record(plan, t.name, out)  # how the fed checkpoint was trained, for accuracy's provenance
         self._record(case, ctx, res, plan, out)
 
     def _record(self, case, ctx, res, plan, out):

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.models.train_common import Curves, NonFiniteLoss, PeakRSS, drive, lr_schedule
-from harness.models.train_inputs import AUGMENTS, TrainStream, learnable_images, load_images
-from harness.models.train_mindspore import MindSporeTrainer
-from harness.models.train_torch import TorchTrainer
+from harness.train.common import Curves, NonFiniteLoss, PeakRSS, drive, lr_schedule
+from harness.train.inputs import AUGMENTS, TrainStream, learnable_images, load_images
+from harness.train.mindspore_trainer import MindSporeTrainer
+from harness.train.torch_trainer import TorchTrainer
 
 
 def make_trainer(plan: dict, model=None):
@@ -34,7 +34,7 @@ def stream_for(plan: dict, rank: int = 0) -> TrainStream:
     if data.get("files"):
         imgs, labels = load_images(data["files"], 2 * plan["image_size"])
     else:
-        imgs, labels = learnable_images(data["images"], data["classes"], 2 * plan["image_size"], seed=plan["seed"])
+        imgs, labels = learnable_images(data["images"] or 32, data["classes"], 2 * plan["image_size"], seed=plan["seed"])
     return TrainStream(imgs, labels, plan["image_size"], plan["mean"], plan["std"], AUGMENTS[plan["augment"]],
                        seed=plan["seed"], rank=rank)
 

@@ -21,7 +21,7 @@ import numpy as np
 from harness.errors import UserError
 from harness.fsio import atomic_path
 from harness.models import mindspore_net
-from harness.models.train_common import check_optimizer
+from harness.train.common import check_optimizer
 
 
 def check_fits(recipe: dict, device_target: str, precision: str) -> None:

@@ -1,6 +1,6 @@
 """A training worker that a framework's launcher starts, one per process:
-``torchrun ... python -m harness.models.train_worker PLAN.json`` or
-``msrun ... python -m harness.models.train_worker PLAN.json``.
+``torchrun ... python -m harness.train.worker PLAN.json`` or
+``msrun ... python -m harness.train.worker PLAN.json``.
 
 PyTorch: the process group (gloo on CPU, NCCL on GPU) from torchrun's
 environment. MindSpore, data parallel as it documents it: ``init()`` (the
@@ -15,8 +15,13 @@ import json
 import sys
 from pathlib import Path
 
-from harness.fsio import write_text
-from harness.models import mindspore_net, torch_net, training
+if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    # msrun runs this file as a script: its folder's modules (run, plan, common...) must not shadow others
+    sys.path.pop(0)
+
+from harness.fsio import write_text  # noqa: E402 (after the path fix above)
+from harness.models import mindspore_net, torch_net  # noqa: E402
+from harness.train import run as training  # noqa: E402
 
 
 def _torch(plan: dict) -> int:

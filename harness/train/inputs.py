@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
-from harness.errors import UserError
+from harness.data.samples import Sample
 
 
 @dataclass(frozen=True)
@@ -64,15 +65,9 @@ def load_images(files: list[list], side: int) -> tuple[np.ndarray, np.ndarray]:
     pool is, so the augmentation has room for its crops."""
     from PIL import Image
 
-
     out = np.empty((len(files), side, side, 3), np.uint8)
-    for i, (path, _) in enumerate(files):
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-        except OSError as exc:
-            raise UserError(f"cannot read training image: {exc}", path=path,
-                            fix="replace or remove the file, then run again") from None
+    for i, (path, label) in enumerate(files):
+        im = Sample(Path(path).name, int(label), Path(path)).open()  # harness.data's decoder: RGB, named errors
         w, h = im.size
         scale = side / min(w, h)
         im = im.resize((max(side, round(w * scale)), max(side, round(h * scale))), Image.BILINEAR)

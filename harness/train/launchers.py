@@ -16,9 +16,9 @@ from pathlib import Path
 
 from harness.errors import CaseSkipped, UserError
 from harness.fsio import write_text
-from harness.models.train_common import is_out_of_memory
+from harness.train.common import is_out_of_memory
 
-WORKER = "harness.models.train_worker"
+WORKER = "harness.train.worker"
 LAUNCHERS = {"torch": "torchrun", "mindspore": "msrun"}
 
 
@@ -29,7 +29,7 @@ def command(framework: str, nproc: int, plan_path: Path, *, port: int = 29517, l
         return ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "--no-python", sys.executable, *worker]
     # msrun: one node, nproc workers, the scheduler on this host (MindSpore's "msrun" startup)
     # (msrun starts `python TASK_SCRIPT ARGS` itself: it is given the worker's file)
-    script = str(Path(__file__).with_name("train_worker.py"))
+    script = str(Path(__file__).with_name("worker.py"))
     return ["msrun", f"--worker_num={nproc}", f"--local_worker_num={nproc}", "--master_addr=127.0.0.1",
             f"--master_port={port}", "--join=True", f"--log_dir={log_dir or plan_path.parent / 'msrun_log'}",
             script, str(plan_path)]

@@ -3,7 +3,7 @@ through its card's timm reference): the recipe with torch's optimizer, a
 per-step LR the scheduler applies (``LambdaLR`` over the recipe's schedule),
 ``torch.autocast`` for mixed precision and ``torch.amp.GradScaler`` for the
 loss scale. Several processes: ``torchrun`` starts
-:mod:`harness.models.train_worker`, which joins a gloo (CPU) or NCCL (GPU)
+:mod:`harness.train.worker`, which joins a gloo (CPU) or NCCL (GPU)
 process group; the model is then wrapped in ``DistributedDataParallel``.
 
 torch and timm are imported inside the functions.
@@ -20,7 +20,7 @@ import numpy as np
 from harness.errors import UserError
 from harness.fsio import atomic_path
 from harness.models import torch_net
-from harness.models.train_common import check_optimizer
+from harness.train.common import check_optimizer
 
 
 def _autocast_dtype(device: str) -> str:

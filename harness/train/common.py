@@ -3,8 +3,8 @@ schedules, the training loop's bookkeeping (losses, applied LRs, step times,
 non-finite loss), the learns check, peak host memory and the trained-checkpoint
 cache.
 
-A framework path (:mod:`harness.models.train_mindspore`,
-:mod:`harness.models.train_torch`) builds the network, optimizer and loss-scaled
+A framework path (:mod:`harness.train.mindspore_trainer`,
+:mod:`harness.train.torch_trainer`) builds the network, optimizer and loss-scaled
 step, and hands :func:`drive` a ``step(x, y, lr) -> (loss, applied_lr)``.
 """
 
