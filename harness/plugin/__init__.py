@@ -18,7 +18,7 @@ import pytest
 from harness import hookspec
 from harness.config.baselines import load_baselines
 from harness.config.suite import TimingSpec
-from harness.errors import ExitCode, UserError
+from harness.errors import CaseFailed, ExitCode, UserError
 from harness.fsio import check_writable
 from harness.plan import Case, build_plan, read_suite, validate_suite
 from harness.plugin import selection, xdist
@@ -171,10 +171,6 @@ class SuiteFile(pytest.File):
         if isinstance(excinfo.value, UserError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
-
-
-class CaseFailed(Exception):
-    pass
 
 
 class CaseItem(pytest.Item):
