@@ -219,3 +219,23 @@ def test_claims_skip_contended_and_unmeasured_devices_go_to_verbose():
         format_outcome(out)
     assert "CLAIM MISSING" in format_outcome(out, verbose=True)
 
+
+
+def test_report_history_row_says_inconclusive_not_pass():
+    """The HTML report's history row follows the gate: an undecided comparison is no PASS."""
+    from harness.analysis.gate_outcome import Comparison, GateOutcome
+    from harness.reports.views import gate_rows
+
+    def comp(verdict):
+        return Comparison(model="m", case="throughput[cpu-onnxruntime-bs8]", device="cpu", metric="throughput",
+                          direction="higher", baseline=100.0, candidate=97.0, change=-0.03, threshold="5%",
+                          test="pooled t", p_value=None, verdict=verdict, reason="change -3.0%",
+                          need="needs ±2.1%: about 9 more repetitions" if verdict == "inconclusive" else "")
+
+    out = GateOutcome(comparisons=[comp("unchanged"), comp("inconclusive")], missing_baseline=[],
+                      missing_candidate=[], candidate_runs=["r1"])
+    row = next(r for r in gate_rows("m", [], out, [], None) if r["gate"] == "history (regressions)")
+    assert row["verdict"] == "inconclusive" and "needs ±2.1%" in row["reason"]
+    out.comparisons = [comp("unchanged")]
+    row = next(r for r in gate_rows("m", [], out, [], None) if r["gate"] == "history (regressions)")
+    assert row["verdict"] == "pass"

@@ -287,6 +287,11 @@ def gate_rows(model: str, latest: list[Result], outcome, claims: list[dict], cla
             rows.append({"gate": "history (regressions)", "verdict": "fail",
                          "reason": f"{len(regs)} significant regression(s): " + "; ".join(
                              f"{c.case}: {c.reason}" for c in regs[:3])})
+        elif any(c.verdict == "inconclusive" for c in comps):  # no PASS on what could not be decided
+            und = [c for c in comps if c.verdict == "inconclusive"]
+            rows.append({"gate": "history (regressions)", "verdict": "inconclusive",
+                         "reason": f"{len(und)} of {len(comps)} comparison(s) too imprecise to decide: " + "; ".join(
+                             f"{c.case}: {c.need or c.reason}" for c in und[:3])})
         elif comps:
             imp = sum(c.verdict == "improvement" for c in comps)
             rows.append({"gate": "history (regressions)", "verdict": "pass",
