@@ -220,6 +220,16 @@ def next_commands(cwd: Path, env: dict, work: Path) -> list[str]:
     return bad
 
 
+def move_aside(names, work: Path) -> None:
+    """What a run would find in the repository (the user's store, cache, report) is
+    moved into the work folder, never deleted."""
+    for name in names:
+        if name and (REPO / name).exists():
+            kept = work / f"kept-{name.lstrip('.')}-{int(time.time())}"
+            shutil.move(str(REPO / name), kept)
+            print(f"moved {REPO / name} aside to {kept}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fresh-venv", action="store_true",
@@ -239,16 +249,13 @@ def main(argv=None) -> int:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         env["VIRTUAL_ENV"] = str(venv)
-        shutil.rmtree(REPO / ".harness", ignore_errors=True)  # a fresh clone has no store or cache
-        if report:
-            (REPO / report).unlink(missing_ok=True)
+        move_aside([".harness", report], work)  # a fresh clone has no store, cache or report
         to_run = command
     else:
         env["HARNESS_STORE"], env["HARNESS_CACHE"] = str(work / "store.sqlite"), str(work / "cache")
         shutil.rmtree(work / "cache", ignore_errors=True)
         (work / "store.sqlite").unlink(missing_ok=True)
-        if report:
-            (REPO / report).unlink(missing_ok=True)
+        move_aside([report], work)  # the report is checked afresh
         to_run = run_part(command)
     print(f"main job: {to_run}\n  (in {REPO}; log, probe: {work}; load average before: "
           f"{Path('/proc/loadavg').read_text().split()[:3]}, {os.cpu_count()} cores)", flush=True)
