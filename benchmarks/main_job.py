@@ -9,7 +9,7 @@ that is not a comment), so the README and what is measured cannot drift
 apart. Without --fresh-venv only the part after `&&` runs, with an empty
 store and cache (HARNESS_STORE, HARNESS_CACHE in a temporary folder): a cold
 run. With --fresh-venv the whole line runs verbatim in a new `python3 -m
-venv` whose bin/ is first on PATH, in the repository (its .harness/ emptied
+venv` whose bin/ is first on PATH, in the repository (its .harness/ moved aside
 first), exactly as someone who cloned it would type it.
 
 A pytest plugin (main_job_probe.py, loaded through PYTEST_PLUGINS) writes one
